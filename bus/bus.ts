@@ -1,0 +1,121 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { threadId } from 'node:worker_threads';
+import { connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
+import { ConnectionError } from './errors.js';
+import { busKeys, type BusKeys } from './keys.js';
+import { Publisher } from './publisher.js';
+import { StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
+import type { Invalidation } from './wire.js';
+
+export interface BusOptions {
+  readonly redis: RedisInput;
+  readonly namespace: string;
+  readonly prefix: string;
+  readonly secret?: string | Buffer | undefined;
+  readonly maxEntryBytes: number;
+  readonly streamMaxLen: number;
+  readonly streamMaxAgeMs?: number | undefined;
+  readonly readCount: number;
+  readonly blockMs: number;
+  /** How long `open` waits for Redis before it rejects. @defaultValue 10_000 */
+  readonly connectTimeoutMs?: number | undefined;
+  /** Skip the reader (publish-only clients such as the CLI's `publish`). */
+  readonly publishOnly?: boolean | undefined;
+}
+
+/** A unique id for this bus instance: host, pid, thread, random. */
+export function newOrigin(): string {
+  return `${hostname()}:${process.pid}:${threadId}:${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Everything that crosses processes for one namespace: the publisher on the command
+ * connection and the stream reader on its own connection. Knows nothing of caches: decoded
+ * invalidations go to the handlers.
+ */
+export class Bus {
+  readonly keys: BusKeys;
+  readonly origin: string;
+  readonly client: RedisClient;
+  readonly #owned: boolean;
+  readonly #publisher: Publisher;
+  readonly #reader: StreamReader | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(opts: BusOptions, handlers: ReaderHandlers) {
+    this.keys = busKeys(opts.prefix, opts.namespace);
+    this.origin = newOrigin();
+    const conn = connect(opts.redis, `cachebus:${opts.namespace}:cmd`);
+    this.client = conn.client;
+    this.#owned = conn.owned;
+    if (this.#owned) this.client.on('error', (err: unknown) => handlers.onError(err));
+    this.#publisher = new Publisher(this.client, {
+      stream: this.keys.stream,
+      origin: this.origin,
+      secret: opts.secret,
+      maxEntryBytes: opts.maxEntryBytes,
+      streamMaxLen: opts.streamMaxLen,
+      streamMaxAgeMs: opts.streamMaxAgeMs,
+    });
+    if (!opts.publishOnly) {
+      this.#reader = new StreamReader(
+        duplicateForBlocking(this.client, `cachebus:${opts.namespace}:reader`),
+        {
+          stream: this.keys.stream,
+          origin: this.origin,
+          blockMs: opts.blockMs,
+          count: opts.readCount,
+          secret: opts.secret,
+          maxEntryBytes: opts.maxEntryBytes,
+        },
+        handlers,
+      );
+    }
+  }
+
+  /** Connects, captures the stream's end, starts reading. Rejects with ConnectionError if Redis stays unreachable. */
+  static async open(opts: BusOptions, handlers: ReaderHandlers): Promise<Bus> {
+    const bus = new Bus(opts, handlers);
+    const timeoutMs = opts.connectTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new ConnectionError(`Redis did not answer within ${timeoutMs} ms (options.redis; set REDIS_URL or start redis-server)`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([bus.#reader ? bus.#reader.start() : bus.client.ping(), timeout]);
+    } catch (err) {
+      await bus.close();
+      throw err instanceof ConnectionError ? err : new ConnectionError(`cannot open the bus: ${(err as Error).message}`, { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+    return bus;
+  }
+
+  get status(): ReaderStatus { return this.#reader?.status ?? 'ready'; }
+  get cursor(): string | undefined { return this.#reader?.cursor; }
+
+  publish(inv: Partial<Invalidation>): Promise<string[]> {
+    return this.#publisher.publish(inv);
+  }
+
+  /** Waits for pending publishes, stops the reader, closes the connections cachebus opened. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#publisher.flushed();
+      await this.#reader?.close();
+      if (this.#owned) {
+        try {
+          await this.client.quit();
+        } catch {
+          this.client.disconnect();
+        }
+      }
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,60 @@
+import { Redis, Cluster, type RedisOptions } from 'ioredis';
+
+/** What a caller may pass as `redis`: a URL (redis:// or rediss://, with user:password for AUTH/ACL), ioredis options, or a client. */
+export type RedisInput = string | RedisOptions | Redis | Cluster;
+export type RedisClient = Redis | Cluster;
+
+/** Exponential backoff with full jitter: 50 ms, 100 ms, ... capped at `maxMs`, times a random factor in [0.5, 1). */
+export function backoff(attempt: number, baseMs = 50, maxMs = 5_000): number {
+  const exp = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 16));
+  return Math.round(exp * (0.5 + Math.random() / 2));
+}
+
+const retryStrategy = (times: number): number => backoff(times);
+
+export function isClient(x: unknown): x is RedisClient {
+  return x instanceof Redis || x instanceof Cluster;
+}
+
+export interface Connection {
+  readonly client: RedisClient;
+  /** true when cachebus created the client and so must close it. */
+  readonly owned: boolean;
+}
+
+/** Opens (or adopts) the command connection. */
+export function connect(input: RedisInput, name: string): Connection {
+  if (isClient(input)) return { client: input, owned: false };
+  const common: RedisOptions = { retryStrategy, connectionName: name, lazyConnect: false };
+  const client = typeof input === 'string' ? new Redis(input, common) : new Redis({ ...common, ...input });
+  return { client, owned: true };
+}
+
+/**
+ * A dedicated connection for blocking reads. Unfulfilled commands are not re-sent after a
+ * reconnect (the reader re-syncs and re-issues them itself), and commands wait for the
+ * connection instead of failing after N retries.
+ */
+export function duplicateForBlocking(client: RedisClient, name: string): RedisClient {
+  const overrides = {
+    connectionName: name,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: null,
+    retryStrategy,
+    lazyConnect: false,
+  } satisfies RedisOptions;
+  if (client instanceof Cluster) {
+    return client.duplicate(undefined, { redisOptions: { ...client.options.redisOptions, ...overrides } });
+  }
+  return client.duplicate(overrides);
+}
+
+/** Parses a `redis-cli`-style `INFO` section into a map. */
+export function parseInfo(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0 && line[0] !== '#') out.set(line.slice(0, i), line.slice(i + 1));
+  }
+  return out;
+}

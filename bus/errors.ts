@@ -1,0 +1,76 @@
+/**
+ * Errors callers branch on: each has its own class and a stable `code`, keeps `cause`,
+ * and is exported in the `errors` map.
+ */
+export class CachebusError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An option was missing or out of range; the message names the option. */
+export class InvalidOptionError extends CachebusError {
+  constructor(message: string) {
+    super('E_INVALID_OPTION', message);
+  }
+}
+
+/** A key, tag or namespace that cannot be used (empty, too long, reserved characters). */
+export class InvalidKeyError extends CachebusError {
+  constructor(message: string) {
+    super('E_INVALID_KEY', message);
+  }
+}
+
+/** A value the cache will not store (undefined, or not measurable by `sizeOf`). */
+export class InvalidValueError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_INVALID_VALUE', message, options);
+  }
+}
+
+/** Publishing an invalidation to the stream failed; the local drop already happened. */
+export class PublishError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_BUS_PUBLISH', message, options);
+  }
+}
+
+/** The cache (or bus) was closed; the operation was not performed. */
+export class ClosedError extends CachebusError {
+  constructor(what = 'cache') {
+    super('E_CLOSED', `the ${what} is closed`);
+  }
+}
+
+/** Redis could not be reached in time when opening the bus. */
+export class ConnectionError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_REDIS_UNAVAILABLE', message, options);
+  }
+}
+
+/** A bus entry could not be decoded; carried in `badEntry` events, never thrown to callers. */
+export class BadEntryError extends CachebusError {
+  readonly reason: BadEntryReason;
+  constructor(reason: BadEntryReason, message: string) {
+    super('E_BAD_ENTRY', message);
+    this.reason = reason;
+  }
+}
+
+export type BadEntryReason = 'malformed' | 'version' | 'oversized' | 'signature';
+
+export const errors = {
+  CachebusError,
+  InvalidOptionError,
+  InvalidKeyError,
+  InvalidValueError,
+  PublishError,
+  ClosedError,
+  ConnectionError,
+  BadEntryError,
+} as const;

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { decode, encode, PROTOCOL_VERSION } from '../bus/wire.js';
+import { BadEntryError } from '../bus/errors.js';
+import { compareStreamIds } from '../bus/stream-id.js';
+import { busKeys } from '../bus/keys.js';
+
+const fieldsOf = (o: Record<string, string>): string[] => Object.entries(o).flat();
+const opts = { maxEntryBytes: 65_536 };
+
+describe('wire format', () => {
+  it('round-trips keys, tags and clear, signed', () => {
+    const [fields] = encode({ keys: ['a', 'b'], tags: ['t'], clear: true }, { origin: 'o1', time: 123, secret: 's3', maxEntryBytes: 65_536 });
+    const e = decode('5-0', fields, { ...opts, secret: 's3' });
+    expect(e).toMatchObject({ keys: ['a', 'b'], tags: ['t'], clear: true, origin: 'o1', time: 123, id: '5-0' });
+  });
+
+  it('accepts the minimal entry a redis-cli user would write', () => {
+    const e = decode('1700000000000-0', ['v', '1', 'k', '["product:42"]'], opts);
+    expect(e.keys).toEqual(['product:42']);
+    expect(e.time).toBe(1700000000000); // falls back to the entry ID's time
+    expect(e.origin).toBe('');
+  });
+
+  it('splits a batch larger than maxEntryBytes into several entries, each within the bound', () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => `product:${i}:${'x'.repeat(20)}`);
+    const entries = encode({ keys, tags: [], clear: false }, { origin: 'o', time: 1, maxEntryBytes: 8192 });
+    expect(entries.length).toBeGreaterThan(1);
+    const back = entries.flatMap((f, i) => {
+      const bytes = f.reduce((n, s) => n + s.length, 0);
+      expect(bytes).toBeLessThanOrEqual(8192);
+      return decode(`${i + 1}-0`, f, { maxEntryBytes: 8192 }).keys;
+    });
+    expect(back).toEqual(keys);
+  });
+
+  it.each([
+    ['no fields', [], 'malformed'],
+    ['odd field list', ['v'], 'malformed'],
+    ['unknown version', ['v', '99', 'k', '["a"]'], 'version'],
+    ['missing version', ['k', '["a"]'], 'malformed'],
+    ['keys not JSON', ['v', '1', 'k', 'product:1'], 'malformed'],
+    ['keys not strings', ['v', '1', 'k', '[1,2]'], 'malformed'],
+    ['nothing to do', ['v', '1', 'o', 'x'], 'malformed'],
+    ['oversized', ['v', '1', 'k', JSON.stringify(['x'.repeat(70_000)])], 'oversized'],
+  ])('rejects %s as %s', (_name, fields, reason) => {
+    expect(() => decode('1-0', fields, opts)).toThrowError(BadEntryError);
+    try {
+      decode('1-0', fields, opts);
+    } catch (err) {
+      expect((err as BadEntryError).reason).toBe(reason);
+    }
+  });
+
+  it('rejects unsigned and badly signed entries when signing is on', () => {
+    const [good] = encode({ keys: ['a'], tags: [], clear: false }, { origin: 'o', time: 1, secret: 'k1', maxEntryBytes: 65_536 });
+    expect(() => decode('1-0', fieldsOf({ v: PROTOCOL_VERSION, k: '["a"]' }), { ...opts, secret: 'k1' })).toThrow(/not signed/);
+    expect(() => decode('1-0', good!, { ...opts, secret: 'other' })).toThrow(/does not match/);
+    const tampered = good!.map((f) => (f === '["a"]' ? '["b"]' : f));
+    expect(() => decode('1-0', tampered, { ...opts, secret: 'k1' })).toThrow(/does not match/);
+  });
+});
+
+describe('stream ids and key names', () => {
+  it('compares ids numerically, not as strings', () => {
+    expect(compareStreamIds('9-0', '10-0')).toBeLessThan(0);
+    expect(compareStreamIds('10-2', '10-10')).toBeLessThan(0);
+    expect(compareStreamIds('10-10', '10-10')).toBe(0);
+  });
+
+  it('puts the namespace in a hash tag and rejects bad names', () => {
+    expect(busKeys('cachebus', 'shop').stream).toBe('cachebus:{shop}:inval');
+    expect(() => busKeys('cachebus', 'a{b}')).toThrow(/namespace/);
+    expect(() => busKeys('', 'shop')).toThrow(/prefix/);
+  });
+});

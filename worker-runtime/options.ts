@@ -1,0 +1,110 @@
+import type { RedisInput } from '../bus/connection.js';
+import { InvalidOptionError } from '../bus/errors.js';
+import { assertNamespace } from '../bus/keys.js';
+import type { PolicyName } from './policies/types.js';
+
+export interface CacheOptions<V = unknown> {
+  /**
+   * Redis to carry invalidations: a URL (`redis://user:pass@host:6379/0`, `rediss://` for TLS),
+   * ioredis options, or an existing ioredis `Redis`/`Cluster` (not closed by `close()`).
+   * `false` runs a local-only cache with no bus (each process on its own).
+   * @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'`
+   */
+  redis?: RedisInput | false;
+  /** Caches that share a namespace invalidate each other. Required. */
+  namespace: string;
+  /** @defaultValue `'cachebus'` */
+  prefix?: string;
+  /** Eviction policy of the local store. @defaultValue `'lru'` */
+  policy?: PolicyName;
+  /** Most entries held locally. One of maxEntries, maxBytes (or ttl, for policy 'ttl') is required. */
+  maxEntries?: number;
+  /** Most bytes held locally, as measured by `sizeOf`. */
+  maxBytes?: number;
+  /** Size of an entry in bytes. @defaultValue UTF-8 length of `JSON.stringify(value)` plus the key */
+  sizeOf?: (value: V, key: string) => number;
+  /** Default time to live of an entry, ms. @defaultValue none */
+  ttl?: number;
+  /**
+   * Bounded staleness (invariant I3): when the bus reader has not been provably caught up for
+   * this long, local entries are not served and loads are not stored.
+   * @defaultValue `10_000`
+   */
+  maxStaleMs?: number;
+  /** HMAC secret: when set, entries are signed and unsigned or badly signed entries are skipped. */
+  secret?: string | Buffer;
+  /** Longest key or tag accepted, in bytes. @defaultValue `1024` */
+  maxKeyBytes?: number;
+  /** Largest stream entry written or accepted, in bytes. @defaultValue `65_536` */
+  maxEntryBytes?: number;
+  /** Approximate MAXLEN retention of the stream; 0 for none. @defaultValue `100_000` */
+  streamMaxLen?: number;
+  /** When set, MINID retention of this many ms instead of MAXLEN. @defaultValue none */
+  streamMaxAgeMs?: number;
+  /** Most entries one XREAD returns. @defaultValue `1000` */
+  readCount?: number;
+  /** XREAD BLOCK timeout, ms. @defaultValue `min(2000, maxStaleMs / 4)` */
+  blockMs?: number;
+  /** How long `createCache` waits for Redis before it rejects with ConnectionError. @defaultValue `10_000` */
+  connectTimeoutMs?: number;
+}
+
+export const kCacheDefaults = {
+  prefix: 'cachebus',
+  policy: 'lru',
+  maxStaleMs: 10_000,
+  maxKeyBytes: 1024,
+  maxEntryBytes: 65_536,
+  streamMaxLen: 100_000,
+  readCount: 1000,
+} as const satisfies Partial<CacheOptions>;
+
+type Defaulted = 'prefix' | 'policy' | 'maxStaleMs' | 'maxKeyBytes' | 'maxEntryBytes' | 'streamMaxLen' | 'readCount' | 'blockMs' | 'redis';
+export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted> & Required<Pick<CacheOptions<V>, Defaulted>>;
+
+const POLICIES: readonly PolicyName[] = ['lru', 'lfu', 'fifo', 'ttl'];
+
+function positiveInt(o: Record<string, unknown>, name: string, allowZero = false): void {
+  const v = o[name];
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || (!allowZero && v === 0)) {
+    throw new InvalidOptionError(`options.${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer (got ${String(v)})`);
+  }
+}
+
+export const defaultSizeOf = (value: unknown, key: string): number => {
+  const json = JSON.stringify(value);
+  return key.length + (json === undefined ? 0 : Buffer.byteLength(json));
+};
+
+export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
+  if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
+  const o = { ...kCacheDefaults, ...user } as ResolvedOptions<V>;
+  assertNamespace(o.namespace);
+  if (!POLICIES.includes(o.policy)) {
+    throw new InvalidOptionError(`options.policy must be one of ${POLICIES.join(', ')} (got ${String(o.policy)})`);
+  }
+  for (const n of ['maxEntries', 'maxBytes', 'ttl', 'maxStaleMs', 'maxKeyBytes', 'maxEntryBytes', 'readCount', 'blockMs', 'streamMaxAgeMs', 'connectTimeoutMs'] as const) {
+    positiveInt(o as Record<string, unknown>, n);
+  }
+  positiveInt(o as Record<string, unknown>, 'streamMaxLen', true);
+  if (!o.maxEntries && !o.maxBytes && !(o.policy === 'ttl' && o.ttl)) {
+    throw new InvalidOptionError(
+      'options.maxEntries or options.maxBytes is required (or options.ttl with policy "ttl"): an unbounded cache is a memory leak',
+    );
+  }
+  if (o.policy === 'ttl' && !o.ttl) throw new InvalidOptionError('options.ttl must be a positive number of ms for policy "ttl"');
+  if (o.maxBytes && !o.sizeOf) o.sizeOf = defaultSizeOf;
+  if (o.maxKeyBytes * 2 + 512 > o.maxEntryBytes) {
+    throw new InvalidOptionError('options.maxEntryBytes must be at least 2 × options.maxKeyBytes + 512');
+  }
+  if (o.secret !== undefined && (typeof o.secret === 'string' ? o.secret.length === 0 : !Buffer.isBuffer(o.secret))) {
+    throw new InvalidOptionError('options.secret must be a non-empty string or a Buffer');
+  }
+  o.blockMs ??= Math.max(10, Math.min(2000, Math.floor(o.maxStaleMs / 4)));
+  if (o.blockMs * 2 > o.maxStaleMs) {
+    throw new InvalidOptionError('options.blockMs must be at most half of options.maxStaleMs');
+  }
+  if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  return o;
+}
