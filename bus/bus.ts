@@ -24,6 +24,17 @@ export interface BusOptions {
   readonly publishOnly?: boolean | undefined;
 }
 
+/** The URL without its password, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
 /** A unique id for this bus instance: host, pid, thread, random. */
 export function newOrigin(): string {
   return `${hostname()}:${process.pid}:${threadId}:${randomBytes(4).toString('hex')}`;
@@ -76,14 +87,17 @@ export class Bus {
 
   /** Connects, captures the stream's end, starts reading. Rejects with ConnectionError if Redis stays unreachable. */
   static async open(opts: BusOptions, handlers: ReaderHandlers): Promise<Bus> {
-    const bus = new Bus(opts, handlers);
+    let lastError = '';
+    const bus = new Bus(opts, { ...handlers, onError: (err) => { lastError = String((err as Error)?.message ?? err); handlers.onError(err); } });
     const timeoutMs = opts.connectTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ConnectionError(`Redis did not answer within ${timeoutMs} ms (options.redis; set REDIS_URL or start redis-server)`)),
-        timeoutMs,
-      );
+      timer = setTimeout(() => {
+        const where = typeof opts.redis === 'string' ? ` at ${redactUrl(opts.redis)}` : '';
+        reject(new ConnectionError(
+          `cannot reach Redis${where} within ${timeoutMs} ms${lastError ? ` (${lastError})` : ''}: set options.redis or REDIS_URL, or start redis-server`,
+        ));
+      }, timeoutMs);
     });
     try {
       await Promise.race([bus.#reader ? bus.#reader.start() : bus.client.ping(), timeout]);
@@ -109,11 +123,8 @@ export class Bus {
       await this.#publisher.flushed();
       await this.#reader?.close();
       if (this.#owned) {
-        try {
-          await this.client.quit();
-        } catch {
-          this.client.disconnect();
-        }
+        if (this.client.status !== 'ready') this.client.disconnect();
+        else await this.client.quit().catch(() => this.client.disconnect());
       }
     })();
     return this.#closing;

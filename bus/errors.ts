@@ -53,6 +53,13 @@ export class ConnectionError extends CachebusError {
   }
 }
 
+/** An entity, table or column that was not registered up front (no SQL is built from it). */
+export class UnknownEntityError extends CachebusError {
+  constructor(message: string) {
+    super('E_UNKNOWN_ENTITY', message);
+  }
+}
+
 /** A bus entry could not be decoded; carried in `badEntry` events, never thrown to callers. */
 export class BadEntryError extends CachebusError {
   readonly reason: BadEntryReason;
@@ -72,5 +79,6 @@ export const errors = {
   PublishError,
   ClosedError,
   ConnectionError,
+  UnknownEntityError,
   BadEntryError,
 } as const;

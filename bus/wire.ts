@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { BadEntryError } from './errors.js';
+import { BadEntryError, InvalidKeyError } from './errors.js';
 
 /**
  * Wire format of one invalidation stream entry (docs/wire-format.md). Plain string fields,
@@ -149,4 +149,14 @@ export function decode(id: string, fields: unknown, opts: DecodeOptions): Decode
   let time = t ? Number(t) : NaN;
   if (!Number.isFinite(time)) time = Number(id.slice(0, id.indexOf('-')));
   return { id, origin: o, time, keys, tags, clear };
+}
+
+/** Throws InvalidKeyError unless `key` is a non-empty string of at most `maxBytes` UTF-8 bytes. */
+export function assertKey(key: string, maxBytes: number, what = 'key'): void {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new InvalidKeyError(`${what} must be a non-empty string (got ${typeof key === 'string' ? '""' : typeof key})`);
+  }
+  if (key.length * 3 > maxBytes && Buffer.byteLength(key) > maxBytes) {
+    throw new InvalidKeyError(`${what} is ${Buffer.byteLength(key)} bytes, above options.maxKeyBytes (${maxBytes})`);
+  }
 }

@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
-import { ClosedError, InvalidKeyError, InvalidValueError, PublishError } from '../bus/errors.js';
+import { ClosedError, InvalidValueError, PublishError } from '../bus/errors.js';
 import type { GapCause } from '../bus/reader.js';
-import type { DecodedEntry } from '../bus/wire.js';
+import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
 import { resolveOptions, type CacheOptions, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
@@ -358,13 +358,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   }
 
   #checkKey(key: string, what = 'key'): void {
-    if (typeof key !== 'string' || key.length === 0) {
-      throw new InvalidKeyError(`${what} must be a non-empty string (got ${typeof key === 'string' ? '""' : typeof key})`);
-    }
-    const max = this.#o.maxKeyBytes;
-    if (key.length * 3 > max && Buffer.byteLength(key) > max) {
-      throw new InvalidKeyError(`${what} is ${Buffer.byteLength(key)} bytes, above options.maxKeyBytes (${max})`);
-    }
+    assertKey(key, this.#o.maxKeyBytes, what);
   }
 
   #assertOpen(): void {

@@ -1,0 +1,24 @@
+// Prints "N passed, N failed[, N skipped]" from vitest's JSON report; exits 1 on any failure
+// or when the report is missing (the test command did not get as far as running tests).
+import { readFileSync } from 'node:fs';
+
+const file = process.argv[2] ?? '.vitest-report.json';
+let report;
+try {
+  report = JSON.parse(readFileSync(file, 'utf8'));
+} catch (err) {
+  console.log('0 passed, 1 failed');
+  console.error(`ci: no test report (${err.message})`);
+  process.exit(1);
+}
+const passed = report.numPassedTests ?? 0;
+const failed = (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0) + (report.numFailedTestSuites && !report.numFailedTests ? report.numFailedTestSuites : 0);
+const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+for (const suite of report.testResults ?? []) {
+  for (const t of suite.assertionResults ?? []) {
+    if (t.status === 'failed') console.log(`FAILED: ${suite.name.replace(process.cwd() + '/', '')} > ${t.fullName}`);
+  }
+  if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) console.log(`FAILED: ${suite.name} (${suite.message ?? 'suite error'})`);
+}
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);
