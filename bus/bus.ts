@@ -112,6 +112,8 @@ export class Bus {
 
   get status(): ReaderStatus { return this.#reader?.status ?? 'ready'; }
   get cursor(): string | undefined { return this.#reader?.cursor; }
+  /** Entries ever added to the stream up to the reader's cursor (undefined without a reader). */
+  get counted(): number | undefined { return this.#reader?.counted; }
 
   publish(inv: Partial<Invalidation>): Promise<string[]> {
     return this.#publisher.publish(inv);

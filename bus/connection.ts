@@ -1,7 +1,11 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { clusterFromSeeds } from './cluster.js';
 
-/** What a caller may pass as `redis`: a URL (redis:// or rediss://, with user:password for AUTH/ACL), ioredis options, or a client. */
-export type RedisInput = string | RedisOptions | Redis | Cluster;
+/**
+ * What a caller may pass as `redis`: a URL (redis:// or rediss://, with user:password for
+ * AUTH/ACL), ioredis options, a client, or Redis Cluster seed URLs (`['redis://h1:7001', ...]`).
+ */
+export type RedisInput = string | readonly string[] | RedisOptions | Redis | Cluster;
 export type RedisClient = Redis | Cluster;
 
 /** Exponential backoff with full jitter: 50 ms, 100 ms, ... capped at `maxMs`, times a random factor in [0.5, 1). */
@@ -22,10 +26,11 @@ export interface Connection {
   readonly owned: boolean;
 }
 
-/** Opens (or adopts) the command connection. */
-export function connect(input: RedisInput, name: string): Connection {
+/** Opens (or adopts) a command connection: a URL, ioredis options, cluster seed URLs, or a client. */
+export function connect(input: RedisInput, name: string, extra: RedisOptions = {}): Connection {
   if (isClient(input)) return { client: input, owned: false };
-  const common: RedisOptions = { retryStrategy, connectionName: name, lazyConnect: false };
+  const common: RedisOptions = { retryStrategy, connectionName: name, lazyConnect: false, ...extra };
+  if (Array.isArray(input)) return { client: clusterFromSeeds(input as readonly string[], common), owned: true };
   const client = typeof input === 'string' ? new Redis(input, common) : new Redis({ ...common, ...input });
   return { client, owned: true };
 }
@@ -43,6 +48,19 @@ export function duplicateForBlocking(client: RedisClient, name: string): RedisCl
     retryStrategy,
     lazyConnect: false,
   } satisfies RedisOptions;
+  if (client instanceof Cluster) {
+    return client.duplicate(undefined, { redisOptions: { ...client.options.redisOptions, ...overrides } });
+  }
+  return client.duplicate(overrides);
+}
+
+/**
+ * A connection for BullMQ: `maxRetriesPerRequest: null` as BullMQ requires, and ioredis'
+ * default re-sending of unfulfilled commands after a reconnect, so that BullMQ's blocking
+ * commands always settle.
+ */
+export function duplicateForBullmq(client: RedisClient, name: string): RedisClient {
+  const overrides = { connectionName: name, maxRetriesPerRequest: null, retryStrategy, lazyConnect: false } satisfies RedisOptions;
   if (client instanceof Cluster) {
     return client.duplicate(undefined, { redisOptions: { ...client.options.redisOptions, ...overrides } });
   }

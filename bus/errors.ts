@@ -60,6 +60,45 @@ export class UnknownEntityError extends CachebusError {
   }
 }
 
+/** A transaction's COMMIT rolled back (a statement failed earlier in it); nothing was published. */
+export class TransactionRolledBackError extends CachebusError {
+  constructor(message: string) {
+    super('E_TX_ROLLED_BACK', message);
+  }
+}
+
+/**
+ * Write-behind back-pressure: the entity already has `maxPending` rows waiting for Postgres
+ * (Postgres down or too slow). The write was NOT accepted; retry later, or raise
+ * options.maxPending if Redis has the memory.
+ */
+export class BackpressureError extends CachebusError {
+  readonly entity: string;
+  readonly pending: number;
+  constructor(entity: string, pending: number) {
+    super('E_WB_BACKPRESSURE', `write-behind entity ${entity} has ${pending} rows waiting for Postgres (options.maxPending): the write was not accepted, retry later`);
+    this.entity = entity;
+    this.pending = pending;
+  }
+}
+
+/** startCluster gave up: a worker did not become ready in time, or it was called outside the primary. */
+export class ClusterError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_CLUSTER', message, options);
+  }
+}
+
+/**
+ * The per-host relay could not serve a cache: `E_RELAY_UNAVAILABLE` when no hub answered in
+ * time, `E_RELAY_REFUSED` when the hub refused (the message names the option to change).
+ */
+export class RelayError extends CachebusError {
+  constructor(code: 'E_RELAY_UNAVAILABLE' | 'E_RELAY_REFUSED', message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
 /** A bus entry could not be decoded; carried in `badEntry` events, never thrown to callers. */
 export class BadEntryError extends CachebusError {
   readonly reason: BadEntryReason;
@@ -80,5 +119,9 @@ export const errors = {
   ClosedError,
   ConnectionError,
   UnknownEntityError,
+  TransactionRolledBackError,
+  BackpressureError,
+  ClusterError,
   BadEntryError,
+  RelayError,
 } as const;

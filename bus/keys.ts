@@ -29,3 +29,32 @@ export function busKeys(prefix: string, namespace: string): BusKeys {
   const base = `${prefix}:{${namespace}}`;
   return { stream: `${base}:inval`, base };
 }
+
+/** Keys of one write-behind entity (docs/write-behind.md). `entity` is a validated SQL identifier. */
+export interface WriteBehindKeys {
+  /** Hash id → `<version>:<row json>`: the pending rows (the overlay readers see first). */
+  readonly overlay: string;
+  /** Sorted set id → ms when the row may be flushed (rows being flushed are not in it). */
+  readonly dirty: string;
+  /** Last version given out for the entity (hybrid logical clock). */
+  readonly version: string;
+  /** Last flush slot that has a tick job. */
+  readonly tick: string;
+  /** Sorted set claim id → lease end (ms): batches a flusher took and has not acknowledged yet. */
+  readonly claims: string;
+  /** Hash claim id → JSON array of the ids of that batch (to recover them if the lease runs out). */
+  readonly claimIds: string;
+}
+
+export function writeBehindKeys(keys: BusKeys, entity: string): WriteBehindKeys {
+  const b = `${keys.base}:wb:${entity}`;
+  return {
+    overlay: `${b}:overlay`, dirty: `${b}:dirty`, version: `${b}:version`, tick: `${b}:tick`,
+    claims: `${b}:claims`, claimIds: `${b}:claim-ids`,
+  };
+}
+
+/** Namespace-wide write-behind keys. The BullMQ queue lives under `<base>:<queueName>:*`. */
+export function writeBehindShared(keys: BusKeys): { entities: string; dead: string; queuePrefix: string; queueName: string } {
+  return { entities: `${keys.base}:wb:entities`, dead: `${keys.base}:wb:dead`, queuePrefix: keys.base, queueName: 'wb-flush' };
+}

@@ -1,8 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { Cluster } from 'ioredis';
+import { slotOwner, slotOwnerIdentity } from './cluster.js';
 import { backoff, parseInfo, type RedisClient } from './connection.js';
 import { BadEntryError, type BadEntryReason } from './errors.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
+import { streamInfoScript } from './lua-stream-info.js';
 import { decode, type DecodedEntry } from './wire.js';
 
 /** Why the reader could not prove it saw every entry since its cursor. */
@@ -37,24 +39,19 @@ interface StreamInfo {
   readonly entriesAdded: number;
 }
 
-function toInfo(reply: unknown): StreamInfo {
-  const arr = reply as unknown[];
-  const m = new Map<string, unknown>();
-  for (let i = 0; i + 1 < arr.length; i += 2) m.set(String(arr[i]), arr[i + 1]);
-  return {
-    length: Number(m.get('length') ?? 0),
-    lastId: String(m.get('last-generated-id') ?? ZERO_ID),
-    maxDeletedId: String(m.get('max-deleted-entry-id') ?? ZERO_ID),
-    entriesAdded: Number(m.get('entries-added') ?? 0),
-  };
-}
 
-const isNoSuchKey = (err: unknown): boolean => /no such key/i.test(String((err as Error)?.message));
+/** The `o` field of raw entry fields, without decoding the rest. */
+function originOf(fields: unknown): string | undefined {
+  if (!Array.isArray(fields)) return undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'o') return fields[i + 1] as string;
+  return undefined;
+}
 
 /**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
  * consumer group. Gap detection (invariant I2) needs no extra round trip: each XREAD is
- * pipelined behind an XINFO STREAM that reports the stream as it was just before the read.
+ * pipelined behind a small Lua script returning the XINFO STREAM counters, which report the
+ * stream as it was just before the read.
  *
  * The reader counts every entry it reads, so it knows how many entries were ever added up to
  * its cursor (`counted`). Then, in the snapshot:
@@ -77,6 +74,10 @@ export class StreamReader {
   /** entries-added value that matches #cursor when no entry was missed. */
   #counted = 0;
   #runId: string | undefined;
+  /** Cluster: `host:port/run_id` of the master serving the stream when last synced. */
+  #owner: string | undefined;
+  /** Cluster: the connection to that master ended (it may have been failed over). */
+  #ownerLost = false;
   #status: ReaderStatus = 'connecting';
   #closed = false;
   #loop: Promise<void> | undefined;
@@ -91,6 +92,11 @@ export class StreamReader {
     conn.on('error', (err: unknown) => {
       if (!this.#closed) this.#h.onError(err);
     });
+    if (conn instanceof Cluster) {
+      conn.on('-node', (node: { options: { host?: string; port?: number } }) => {
+        if (this.#owner?.startsWith(`${node.options.host}:${node.options.port}/`)) this.#ownerLost = true;
+      });
+    }
     conn.on('close', () => {
       this.#dropped?.(new Error('connection closed'));
       if (!this.#closed && this.#status === 'ready') this.#setStatus('reconnecting');
@@ -99,6 +105,8 @@ export class StreamReader {
 
   get status(): ReaderStatus { return this.#status; }
   get cursor(): string { return this.#cursor; }
+  /** Entries ever added to the stream up to the cursor (`entries-added - counted` = entries behind). */
+  get counted(): number { return this.#counted; }
 
   /** Captures the stream's current end (before the cache serves), then starts the read loop. */
   async start(): Promise<void> {
@@ -133,7 +141,9 @@ export class StreamReader {
   /** Checks the server identity (restart) and the stream position. `initial` adopts the stream's end. */
   async #sync(initial: boolean): Promise<void> {
     const conn = this.#conn;
-    if (!(conn instanceof Cluster)) {
+    if (conn instanceof Cluster) {
+      if (await this.#syncOwner(conn, initial)) return;
+    } else {
       const runId = parseInfo(await conn.info('server')).get('run_id');
       if (!initial && this.#runId !== undefined && runId !== this.#runId) {
         this.#runId = runId;
@@ -151,14 +161,43 @@ export class StreamReader {
     }
   }
 
-  async #info(): Promise<StreamInfo | undefined> {
-    try {
-      return toInfo(await this.#conn.xinfo('STREAM', this.#opts.stream));
-    } catch (err) {
-      if (isNoSuchKey(err)) return undefined;
-      throw err;
+  /**
+   * Cluster: the failover rule. A promoted replica may lack the newest entries its master
+   * acknowledged, and a reader that had not read them yet cannot tell from any count. So when
+   * the master serving the stream is another node (or the same address with a new run_id), the
+   * reader reports a 'restart' gap, as for a restarted standalone Redis. True when it did.
+   */
+  async #syncOwner(conn: Cluster, initial: boolean): Promise<boolean> {
+    const stream = this.#opts.stream;
+    let identity: string | undefined;
+    for (let i = 0; identity === undefined; i++) {
+      await this.#info(); // routes a keyed command first, so ioredis knows the slot's master
+      const before = slotOwner(conn, stream);
+      identity = await slotOwnerIdentity(conn, stream);
+      if (identity !== undefined && !identity.startsWith(`${before}/`)) identity = undefined; // moved meanwhile
+      if (identity === undefined && i >= 2) throw new Error(`no reachable master serves ${stream} yet`);
     }
+    const previous = this.#owner;
+    this.#owner = identity;
+    this.#ownerLost = false;
+    if (initial || previous === undefined || previous === identity) return false;
+    this.#gap('restart', `the master serving ${stream} changed from ${previous} to ${identity} (failover): entries it had acknowledged may be lost`, await this.#info());
+    return true;
   }
+
+  /** Cluster: whether the stream's master may have changed since the last sync. */
+  #ownerMoved(): boolean {
+    const owner = this.#owner;
+    if (owner === undefined) return false;
+    return this.#ownerLost || !owner.startsWith(`${slotOwner(this.#conn as Cluster, this.#opts.stream)}/`);
+  }
+
+  async #info(): Promise<StreamInfo | undefined> {
+    const r = await streamInfoScript.run<[number, string, string, number] | null>(this.#conn, [this.#opts.stream], []);
+    if (r === null) return undefined;
+    return { length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]) };
+  }
+
 
   /** Compares the stream as it was just before a read with what this reader has counted. */
   #check(info: StreamInfo | undefined): void {
@@ -190,12 +229,20 @@ export class StreamReader {
           resync = false;
         }
         const dropped = new Promise<never>((_, reject) => { this.#dropped = reject; });
-        // Both commands go out in one write; XINFO answers at once, XREAD when entries arrive.
+        // Both commands go out in one write; the counters answer at once, XREAD when entries arrive.
         const infoP = this.#info();
         const readP = this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor);
         for (const p of [dropped, infoP, readP]) p.catch(() => undefined); // each is awaited below
-        this.#check(await Promise.race([infoP, dropped]));
+        const info = await Promise.race([infoP, dropped]);
+        if (this.#ownerMoved()) {
+          // Counts from another master prove nothing: let the read finish, then re-sync (failover rule).
+          await Promise.race([readP, dropped]).catch(() => undefined);
+          resync = true;
+          continue;
+        }
+        this.#check(info);
         const reply = await Promise.race([readP, dropped]);
+        if (this.#ownerMoved()) { resync = true; continue; } // the reply may come from a new master
         this.#dropped = undefined;
         if (this.#closed) break;
         failures = 0;
@@ -227,6 +274,10 @@ export class StreamReader {
       if (compareStreamIds(id, this.#cursor) <= 0) continue; // already covered by a gap reset
       this.#cursor = id;
       this.#counted++;
+      // Our own echo was applied locally when published: skip it before decoding (a publisher
+      // would otherwise re-parse every key it sends). With signing on, decode first, so that a
+      // forged origin cannot suppress invalidations.
+      if (secret === undefined && originOf(fields) === origin) continue;
       let entry: DecodedEntry;
       try {
         entry = decode(id, fields, { secret, maxEntryBytes });

@@ -11,6 +11,11 @@ interface Command {
 const commands: Record<string, Command> = {
   tail: { summary: 'print invalidations as they flow', load: () => import('./tail.js') },
   publish: { summary: 'publish one invalidation', load: () => import('./publish.js') },
+  'dead-letters': { summary: 'list or retry write-behind rows Postgres refused', load: () => import('./dead-letters.js') },
+  bench: { summary: 'run the benchmarks (cachebus vs its baselines, one table)', load: () => import('./bench.js') },
+  sidecar: { summary: 'run the outbox relay (and other services) until SIGTERM', load: () => import('./sidecar.js') },
+  'install-triggers': { summary: 'record changes of a table in the outbox', load: () => import('./install-triggers.js') },
+  demo: { summary: 'multi-worker demo: stale caches reproduced, then gone', load: () => import('./demo.js') },
 };
 
 function help(): string {

@@ -1,12 +1,21 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
 import { ClosedError, InvalidValueError, PublishError } from '../bus/errors.js';
-import type { GapCause } from '../bus/reader.js';
+import type { GapCause, ReaderHandlers } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
 import { resolveOptions, type CacheOptions, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
+import { RelayClient, resolveRelayMode } from './relay-client.js';
+import type { EntityDefinition } from '../bus/entities.js';
+import { DependencyGraph } from './dependencies.js';
+import { entityOf, type EntityHandle, type Row } from './entity.js';
+import { poolOf } from './pg-pool.js';
+import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
+import { runTransaction, type Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
+import { kStaleSamplerDefaults, StaleSampler } from './stale-sampler.js';
 import type { EvictReason, LocalStore } from './policies/types.js';
 
 /** A value, or a promise of it: `get` answers a local hit synchronously; `await` works on both. */
@@ -18,6 +27,11 @@ export interface EntryOptions {
   readonly tags?: readonly string[];
   /** Time to live of this entry, ms (overrides options.ttl). */
   readonly ttl?: number;
+  /**
+   * Keys this value is derived from: invalidating any of them (here or in any worker) drops this
+   * entry too, transitively, and discards its load if it is still in flight (docs/dependencies.md).
+   */
+  readonly dependsOn?: readonly string[];
 }
 
 interface Flight<V> {
@@ -36,12 +50,18 @@ const EMPTY: readonly string[] = [];
 export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   readonly namespace: string;
   readonly stats: CacheStats = newStats();
+  /** What cached keys are derived from; invalidations drop dependents transitively (docs/dependencies.md). */
+  readonly dependencies = new DependencyGraph();
+  readonly #scopes = new AsyncLocalStorage<Scope<V>>();
+  readonly #onClose: (() => Promise<void>)[] = [];
+  #core: CacheCore<V> | undefined;
   readonly #o: ResolvedOptions<V>;
   readonly #store: LocalStore<V>;
   readonly #flights = new Map<string, Flight<V>>();
   readonly #tagKeys = new Map<string, Set<string>>();
   readonly #keyTags = new Map<string, readonly string[]>();
   #bus: Bus | undefined;
+  #relay: RelayClient | undefined;
   #servable = true;
   #caughtUpAt = performance.now();
   #watchdog: NodeJS.Timeout | undefined;
@@ -49,11 +69,14 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   #closed = false;
   #closing: Promise<void> | undefined;
   #lastLogged = '';
+  #sampler: StaleSampler<V> | undefined;
+  #missHook: ((key: string, loader: Loader<V>) => Loader<V>) | undefined;
 
   /** @internal use createCache */
   constructor(options: CacheOptions<V>) {
     super();
     this.#o = resolveOptions(options);
+    this.dependencies.onRuleError = (err) => this.#error(err);
     this.namespace = this.#o.namespace;
     this.#store = createStore<V>(this.#o.policy, {
       maxEntries: this.#o.maxEntries,
@@ -68,33 +91,45 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     const untyped = this as EventEmitter;
     untyped.on('newListener', track);
     untyped.on('removeListener', track);
+    const rate = this.#o.staleSampleRate ?? kStaleSamplerDefaults.staleSampleRate;
+    if (rate > 0) this.#installSampler(rate);
   }
 
   /** @internal */
   async open(): Promise<this> {
     const o = this.#o;
     if (o.redis === false) return this;
+    const relay = resolveRelayMode(o.relay);
+    const handlers: ReaderHandlers = {
+      onEntry: (e) => this.#onEntry(e),
+      onGap: (cause, detail) => this.#onGap(cause, detail),
+      onBadEntry: (reason, id, message) => {
+        this.stats.badEntries[reason]++;
+        this.emit('badEntry', { reason, id, message });
+      },
+      onStatus: (status, previous) => this.emit('status', { status, previous }),
+      onCaughtUp: (at) => {
+        this.#caughtUpAt = at;
+        if (!this.#servable) this.#checkServable();
+      },
+      onError: (err) => this.#error(err),
+    };
+    if (relay !== false) {
+      // Relay mode: the host's hub reads (undefined when the hub advises reading directly).
+      this.#relay = await RelayClient.open(relay, {
+        prefix: o.prefix, namespace: o.namespace, origin: () => this.#bus?.origin, maxStaleMs: o.maxStaleMs,
+        connectTimeoutMs: o.connectTimeoutMs ?? 10_000, auto: o.relay === 'auto',
+      }, handlers);
+    }
     this.#bus = await Bus.open(
       {
         redis: o.redis, namespace: o.namespace, prefix: o.prefix, secret: o.secret,
         maxEntryBytes: o.maxEntryBytes, streamMaxLen: o.streamMaxLen, streamMaxAgeMs: o.streamMaxAgeMs,
         readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
+        publishOnly: this.#relay !== undefined,
       },
-      {
-        onEntry: (e) => this.#onEntry(e),
-        onGap: (cause, detail) => this.#onGap(cause, detail),
-        onBadEntry: (reason, id, message) => {
-          this.stats.badEntries[reason]++;
-          this.emit('badEntry', { reason, id, message });
-        },
-        onStatus: (status, previous) => this.emit('status', { status, previous }),
-        onCaughtUp: (at) => {
-          this.#caughtUpAt = at;
-          if (!this.#servable) this.#checkServable();
-        },
-        onError: (err) => this.#error(err),
-      },
-    );
+      handlers,
+    ).catch((err: unknown) => { this.#relay?.close(); throw err; });
     const every = Math.max(5, Math.min(1000, Math.floor(o.maxStaleMs / 10)));
     this.#watchdog = setInterval(() => this.#checkServable(), every);
     this.#watchdog.unref();
@@ -103,12 +138,16 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
 
   /** The bus (undefined for a local-only cache). */
   get bus(): Bus | undefined { return this.#bus; }
+  /** How this cache takes invalidations: from a relay hub (`'ipc'`, `'broadcast'`) or its own reader (`false`). */
+  get relayMode(): 'ipc' | 'broadcast' | false { return this.#relay?.mode ?? false; }
   /** Local entries. */
   get size(): number { return this.#store.size; }
   /** Local bytes, as measured by sizeOf (0 without maxBytes). */
   get bytes(): number { return this.#store.bytes; }
   /** false while the bus is not provably current (I3): local entries are not served. */
   get servable(): boolean { return this.#servable; }
+  /** The stale-read sampler (undefined when options.staleSampleRate is 0). */
+  get staleSampler(): StaleSampler<V> | undefined { return this.#sampler; }
 
   /**
    * Read-through: the local value on a hit (synchronously), else one load per key per process
@@ -141,6 +180,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#checkKey(key);
     if (value === undefined) throw new InvalidValueError(`cannot cache undefined (key ${JSON.stringify(key)})`);
     if (options?.tags) for (const t of options.tags) this.#checkKey(t, 'tag');
+    if (this.#scopes.getStore()?.set?.(key, value, options)) return; // a transaction keeps it until COMMIT
     this.#poison(key);
     this.#put(key, value, options);
     await this.#publish({ keys: [key] });
@@ -175,7 +215,10 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
       this.#closed = true;
       this.#servable = false;
       clearInterval(this.#watchdog);
+      this.#sampler?.close();
+      this.#relay?.close();
       await this.#bus?.close();
+      for (const fn of this.#onClose.splice(0)) await fn().catch((err: unknown) => this.#error(err));
       this.#clearLocal('close');
     })();
     return this.#closing;
@@ -186,17 +229,124 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   }
 
   /**
+   * @internal Wraps the loader of every miss, before single-flight and transactions: write-behind
+   * entities read their pending overlay first (invariant I6). The hit path never sees it.
+   */
+  setMissHook(hook: ((key: string, loader: Loader<V>) => Loader<V>) | undefined): void {
+    this.#missHook = hook;
+  }
+
+  /**
    * Drops keys and tagged entries locally and poisons their in-flight loads. The single place
    * every invalidation (local, remote, transactional) goes through. Returns the number dropped.
    */
   applyInvalidation(keys: readonly string[], tags: readonly string[], reason: DropReason): number {
+    // Dependents are computed before anything is dropped (dropping forgets a key's edges).
+    const dependents = this.dependencies.active ? this.#dependentsOf(keys, tags) : EMPTY;
     let dropped = 0;
     for (const k of keys) if (this.#drop(k, reason)) dropped++;
     for (const t of tags) dropped += this.#dropTag(t, reason);
+    for (const k of dependents) if (this.#drop(k, 'dependency')) dropped++;
     return dropped;
   }
 
+  /**
+   * Collects the invalidations made inside `fn` (in its async context) into one published entry;
+   * local drops still happen at once. Resolves with `fn`'s result once the entry is in the stream.
+   * Nested in a batch or a transaction, it joins the outer one.
+   */
+  batch<T>(fn: () => Awaitable<T>): Promise<T> {
+    this.#assertOpen();
+    return runBatch(this.#internals(), fn);
+  }
+
+  /**
+   * Runs `fn` in a Postgres transaction on `db` (a pool, or a client not in a transaction;
+   * omitted: options.pg). Invalidations made inside are published as one entry only after COMMIT
+   * succeeds; values read or set inside stay private to the transaction (docs/transactions.md).
+   */
+  transaction<T>(fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
+  transaction<T>(db: TransactionDb, fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
+  transaction<T>(
+    a: TransactionDb | ((tx: Transaction<V>) => Promise<T> | T),
+    b?: ((tx: Transaction<V>) => Promise<T> | T) | TransactionOptions,
+    c?: TransactionOptions,
+  ): Promise<T> {
+    this.#assertOpen();
+    const core = this.#internals();
+    if (typeof a === 'function') return runTransaction(core, poolOf(core, this.#o.pg), a, b as TransactionOptions | undefined);
+    return runTransaction(core, a, b as (tx: Transaction<V>) => Promise<T> | T, c);
+  }
+
+  /**
+   * Registers a Postgres table (read-through by key, batched loads, write-through) and returns its
+   * handle; with a name, returns the handle of a registered entity (docs/entities.md).
+   */
+  entity<R extends Row = Row>(definition: EntityDefinition | string): EntityHandle<R> {
+    const core = this.#internals() as unknown as CacheCore<{}>;
+    return entityOf<R>(core, definition, () => poolOf(core, this.#o.pg));
+  }
+
   // ---- internals -------------------------------------------------------------------------
+
+  /** Dependents of invalidated keys, of the entries and loads carrying invalidated tags. */
+  #dependentsOf(keys: readonly string[], tags: readonly string[]): string[] {
+    if (tags.length === 0) return this.dependencies.dependentsOf(keys);
+    const roots = new Set(keys);
+    for (const t of tags) {
+      const tagged = this.#tagKeys.get(t);
+      if (tagged !== undefined) for (const k of tagged) roots.add(k);
+    }
+    for (const [k, f] of this.#flights) if (f.tags?.some((t) => tags.includes(t))) roots.add(k);
+    return this.dependencies.dependentsOf(roots);
+  }
+
+  /** What batch, transaction and entity code uses beyond the public API (scope.ts). */
+  #internals(): CacheCore<V> {
+    this.#core ??= {
+      cache: this,
+      scopes: this.#scopes,
+      publish: (inv) => this.#publish(inv, true),
+      peek: (key) => (this.#servable ? this.#store.peek(key) : undefined),
+      tagsOf: (key) => this.#keyTags.get(key),
+      apply: (keys, tags, reason) => this.applyInvalidation(keys, tags, reason),
+      clearLocal: () => { this.#clearLocal('local'); },
+      onClose: (fn) => { this.#onClose.push(fn); },
+    };
+    return this.#core;
+  }
+
+  /**
+   * Swaps in a `get` that picks hits for the stale-read check. Installed only when the rate is
+   * above 0, the way lru-cache swaps function fields at construction: the default `get` (on
+   * the prototype) stays untouched, so a rate of 0 costs nothing on the hit path. Its hit
+   * branch must stay in step with `get`'s.
+   */
+  #installSampler(rate: number): void {
+    const store = this.#store;
+    this.#sampler = new StaleSampler<V>({
+      rate,
+      concurrency: this.#o.staleSampleConcurrency ?? kStaleSamplerDefaults.staleSampleConcurrency,
+      check: this.#o.staleCheck,
+      current: (k) => store.peek(k),
+    });
+    this.get = this.#sampledGet;
+  }
+
+  /** `get` with the stale-read sampler: the same hit branch, plus one countdown per hit. */
+  #sampledGet(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
+    if (this.#servable) {
+      const v = this.#store.get(key);
+      if (v !== undefined) {
+        this.stats.hits++;
+        if (this.#emitHits) this.emit('hit', key);
+        const sampler = this.#sampler!;
+        if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
+        return v;
+      }
+    }
+    return this.#miss(key, loader, options);
+  }
 
   #miss(key: string, loader: Loader<V>, options: EntryOptions | undefined): Promise<V | undefined> {
     this.stats.misses++;
@@ -207,9 +357,14 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this.#missHook !== undefined) loader = this.#missHook(key, loader); // write-behind overlay first (I6)
+    const scope = this.#scopes.getStore();
+    if (scope?.get !== undefined) return scope.get(key, loader, options); // loads in a transaction stay private
     if (!this.#servable) this.stats.unservableReads++;
     const existing = this.#flights.get(key);
     if (existing !== undefined) return existing.promise;
+    // Linked while loading, so that an invalidation of a source poisons this load too (I1).
+    if (options?.dependsOn !== undefined) this.dependencies.link(key, options.dependsOn);
     const started = performance.now();
     let resolveFlight!: (v: V | undefined) => void, rejectFlight!: (e: unknown) => void;
     const promise = new Promise<V | undefined>((res, rej) => { resolveFlight = res; rejectFlight = rej; });
@@ -226,10 +381,12 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
         } else if (flight.poisoned) {
           this.stats.loadsDiscarded++;
         }
+        if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
         if (this.#flights.get(key) === flight) this.#flights.delete(key);
         this.emit('load', { key, durationMs: performance.now() - started, stored });
         resolveFlight(value);
       } catch (error) {
+        if (options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
         if (this.#flights.get(key) === flight) this.#flights.delete(key);
         this.stats.loadErrors++;
         this.emit('load', { key, durationMs: performance.now() - started, stored, error });
@@ -247,6 +404,8 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     } catch (err) {
       throw new InvalidValueError(`cannot measure the value of ${JSON.stringify(key)} (options.sizeOf threw)`, { cause: err });
     }
+    if (this.dependencies.size > 0) this.dependencies.unlink(key);
+    if (ok && options?.dependsOn !== undefined) this.dependencies.link(key, options.dependsOn);
     const tags = options?.tags;
     if (ok && tags !== undefined && tags.length > 0) {
       this.#keyTags.set(key, tags);
@@ -280,6 +439,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#poison(key);
     const had = this.#store.delete(key);
     if (this.#keyTags.size > 0) this.#untag(key);
+    if (this.dependencies.size > 0) this.dependencies.unlink(key);
     if (had) {
       this.stats.keysDropped++;
       if (this.listenerCount('drop') > 0) this.emit('drop', { key, reason });
@@ -308,6 +468,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#store.clear();
     this.#tagKeys.clear();
     this.#keyTags.clear();
+    this.dependencies.clearLinks();
     this.stats.clears[cause]++;
     this.emit('clear', { cause, entries: n });
     return n;
@@ -316,6 +477,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   #onEvict(key: string, reason: EvictReason): void {
     this.stats.evictions[reason]++;
     if (this.#keyTags.size > 0) this.#untag(key);
+    if (this.dependencies.size > 0) this.dependencies.unlink(key);
     if (this.listenerCount('drop') > 0) this.emit('drop', { key, reason });
   }
 
@@ -343,7 +505,9 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     }
   }
 
-  async #publish(inv: { keys?: readonly string[]; tags?: readonly string[]; clear?: boolean }): Promise<void> {
+  async #publish(inv: InvalidationInput, bypassScope = false): Promise<void> {
+    const scope = bypassScope ? undefined : this.#scopes.getStore();
+    if (scope !== undefined) return scope.hold(inv); // a batch or transaction publishes it later
     const bus = this.#bus;
     if (bus === undefined) return;
     this.stats.invalidationsPublished++;

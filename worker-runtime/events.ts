@@ -2,7 +2,7 @@ import type { BadEntryReason } from '../bus/errors.js';
 import type { GapCause, ReaderStatus } from '../bus/reader.js';
 
 /** Why entries left the local cache. */
-export type DropReason = 'invalidate' | 'tag' | 'set' | 'clear' | 'gap' | 'evict' | 'expire' | 'transaction';
+export type DropReason = 'invalidate' | 'tag' | 'set' | 'clear' | 'gap' | 'evict' | 'expire' | 'transaction' | 'dependency';
 export type ClearCause = 'local' | 'remote' | 'gap' | 'close';
 
 /**

@@ -7,3 +7,15 @@ export { compareStreamIds, parseStreamId } from '../bus/stream-id.js';
 export { connect, backoff, duplicateForBlocking, type RedisInput, type RedisClient } from '../bus/connection.js';
 export { resolveOptions, kCacheDefaults } from './options.js';
 export { createStore } from './policies/index.js';
+export { OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from '../bus/outbox/relay.js';
+export { outboxTableSql, DEFAULT_OUTBOX } from '../bus/outbox/triggers.js';
+export { EntityRegistry, defineEntity, quoteIdent, quoteTable } from '../bus/entities.js';
+export { HeldInvalidations, type CacheCore, type Scope } from './scope.js';
+export { keySlot, slotOwner } from '../bus/cluster.js';
+export { RelayClient, resolveRelayMode } from './relay-client.js';
+export { RELAY_ENV, topicOf, topicChannel, type RelayMessage, type StreamMessage } from '../bus/relay/protocol.js';
+export { writeBehindKeys, writeBehindShared, type WriteBehindKeys } from '../bus/keys.js';
+export {
+  WriteBehindWriter, TickQueue, listDeadLetters, countDeadLetters, retryDeadLetters, purgeDeadLetters,
+  checkDurability, warnIfNotDurable, makeUpsert, conflictClause, UPSERT_METHODS, classifyPgError,
+} from '../bus/write-behind/index.js';

@@ -1,7 +1,10 @@
 import type { RedisInput } from '../bus/connection.js';
+import type { PgInput } from '../bus/pg.js';
 import { InvalidOptionError } from '../bus/errors.js';
 import { assertNamespace } from '../bus/keys.js';
 import type { PolicyName } from './policies/types.js';
+import { RELAY_MODES, type RelayMode } from './relay-client.js';
+import { validateStaleSampler, type StaleCheck } from './stale-sampler.js';
 
 export interface CacheOptions<V = unknown> {
   /**
@@ -47,6 +50,35 @@ export interface CacheOptions<V = unknown> {
   blockMs?: number;
   /** How long `createCache` waits for Redis before it rejects with ConnectionError. @defaultValue `10_000` */
   connectTimeoutMs?: number;
+  /**
+   * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
+   * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
+   * this process (worker threads); `'auto'` the relay when a hub was started in the parent or
+   * this process before this one was forked or started, else its own reader. Publishing always
+   * uses the cache's own (non-blocking) connection.
+   * @defaultValue `'auto'`
+   */
+  relay?: RelayMode;
+  /**
+   * Postgres for entities and `cache.transaction(fn)`: a `pg.Pool` (not closed by `close()`) or a
+   * connection string (a pool of 4 is opened on first use and closed by `close()`).
+   * @defaultValue `process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'`
+   */
+  pg?: PgInput;
+  /**
+   * Stale-read sampler: the fraction of local hits (0 to 1) re-checked against their source off
+   * the hot path (see docs/metrics.md). 0 installs nothing on the hit path.
+   * @defaultValue `0`
+   */
+  staleSampleRate?: number;
+  /** Most stale checks in flight; hits sampled beyond it are skipped and counted. @defaultValue `2` */
+  staleSampleConcurrency?: number;
+  /**
+   * How a sampled hit is checked: `{ compare(cached, fresh, key) }` after re-running the loader
+   * passed to `get`, or `{ check(key, cached) }` of its own (e.g. an entity version compare).
+   * @defaultValue re-run the loader and compare the JSON of both values
+   */
+  staleCheck?: StaleCheck<V>;
 }
 
 export const kCacheDefaults = {
@@ -57,9 +89,10 @@ export const kCacheDefaults = {
   maxEntryBytes: 65_536,
   streamMaxLen: 100_000,
   readCount: 1000,
+  relay: 'auto',
 } as const satisfies Partial<CacheOptions>;
 
-type Defaulted = 'prefix' | 'policy' | 'maxStaleMs' | 'maxKeyBytes' | 'maxEntryBytes' | 'streamMaxLen' | 'readCount' | 'blockMs' | 'redis';
+type Defaulted = 'prefix' | 'policy' | 'maxStaleMs' | 'maxKeyBytes' | 'maxEntryBytes' | 'streamMaxLen' | 'readCount' | 'blockMs' | 'redis' | 'relay';
 export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted> & Required<Pick<CacheOptions<V>, Defaulted>>;
 
 const POLICIES: readonly PolicyName[] = ['lru', 'lfu', 'fifo', 'ttl'];
@@ -88,6 +121,7 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
     positiveInt(o as Record<string, unknown>, n);
   }
   positiveInt(o as Record<string, unknown>, 'streamMaxLen', true);
+  validateStaleSampler(o);
   if (!o.maxEntries && !o.maxBytes && !(o.policy === 'ttl' && o.ttl)) {
     throw new InvalidOptionError(
       'options.maxEntries or options.maxBytes is required (or options.ttl with policy "ttl"): an unbounded cache is a memory leak',
@@ -106,5 +140,8 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
     throw new InvalidOptionError('options.blockMs must be at most half of options.maxStaleMs');
   }
   if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  if (!RELAY_MODES.includes(o.relay)) {
+    throw new InvalidOptionError(`options.relay must be 'auto', 'ipc', 'broadcast' or false (got ${String(o.relay)})`);
+  }
   return o;
 }

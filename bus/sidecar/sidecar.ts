@@ -27,6 +27,8 @@ export interface SidecarOptions {
   /** Host to bind. @defaultValue `'127.0.0.1'` */
   readonly host?: string | undefined;
   readonly metrics?: MetricsSource | undefined;
+  /** How long `stop` waits for the services before it gives up on the stragglers. @defaultValue `10_000` */
+  readonly stopTimeoutMs?: number | undefined;
 }
 
 /** Runs services side by side and serves `/metrics` and `/health`. */
@@ -34,7 +36,7 @@ export class Sidecar {
   readonly #services: SidecarService[] = [];
   readonly #opts: SidecarOptions;
   #server: Server | undefined;
-  #stopping: Promise<void> | undefined;
+  #stopping: Promise<string[]> | undefined;
 
   constructor(opts: SidecarOptions = {}) {
     this.#opts = opts;
@@ -79,13 +81,31 @@ export class Sidecar {
     });
   }
 
-  /** Stops services in reverse order, then the HTTP server. Idempotent. */
-  stop(): Promise<void> {
+  /**
+   * Stops every service at once (one slow service must not keep the others running), waits at
+   * most `stopTimeoutMs`, then closes the HTTP server. Resolves with the names of the services
+   * that had not stopped by then (empty when all did). Idempotent.
+   */
+  stop(): Promise<string[]> {
     this.#stopping ??= (async () => {
-      for (const s of [...this.#services].reverse()) await s.stop();
+      const pending = new Set(this.#services.map((s) => s.name));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled(this.#services.map(async (s) => {
+          await s.stop();
+          pending.delete(s.name);
+        })),
+        new Promise<void>((r) => { timer = setTimeout(r, this.#opts.stopTimeoutMs ?? 10_000); }),
+      ]);
+      clearTimeout(timer);
       const server = this.#server;
-      if (server) await new Promise<void>((r) => server.close(() => r()));
+      if (server) {
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      }
+      return [...pending];
     })();
     return this.#stopping;
   }
+
 }

@@ -1,0 +1,89 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { Awaitable, Cache, EntryOptions, Loader } from './cache.js';
+import type { DropReason } from './events.js';
+
+/** An invalidation as the cache publishes it. */
+export interface InvalidationInput {
+  readonly keys?: readonly string[] | undefined;
+  readonly tags?: readonly string[] | undefined;
+  readonly clear?: boolean | undefined;
+}
+
+/**
+ * A batch or a transaction in progress, found through AsyncLocalStorage by the cache calls made
+ * inside it. `hold` receives what the cache would have published.
+ */
+export interface Scope<V> {
+  hold(inv: InvalidationInput): void;
+  /** Transactions: a `set` made inside stays private until COMMIT. true when handled. */
+  set?(key: string, value: V, options: EntryOptions | undefined): boolean;
+  /** Transactions: a miss made inside loads privately (never into the shared cache). */
+  get?(key: string, loader: Loader<V>, options: EntryOptions | undefined): Promise<V | undefined>;
+}
+
+/**
+ * What batch, transaction and entity code needs from the cache beyond its public API. Built by
+ * the cache; not exported to users.
+ */
+export interface CacheCore<V extends {}> {
+  readonly cache: Cache<V>;
+  readonly scopes: AsyncLocalStorage<Scope<V>>;
+  /** Publishes, bypassing any scope (the caller already applied it locally). */
+  publish(inv: InvalidationInput): Promise<void>;
+  /** The shared local value if present and servable; no stats, no access recorded. */
+  peek(key: string): V | undefined;
+  /** Tags of a shared local entry. */
+  tagsOf(key: string): readonly string[] | undefined;
+  /** Drops keys/tags locally (and their dependents) without publishing. */
+  apply(keys: readonly string[], tags: readonly string[], reason: DropReason): number;
+  /** Clears the local cache without publishing. */
+  clearLocal(): void;
+  /** Runs `fn` when the cache closes (after the bus is closed). */
+  onClose(fn: () => Promise<void>): void;
+}
+
+/** Invalidations collected by a batch or a transaction, merged into one. */
+export class HeldInvalidations {
+  readonly keys = new Set<string>();
+  readonly tags = new Set<string>();
+  clear = false;
+
+  add(inv: InvalidationInput): void {
+    if (inv.keys) for (const k of inv.keys) this.keys.add(k);
+    if (inv.tags) for (const t of inv.tags) this.tags.add(t);
+    if (inv.clear) this.clear = true;
+  }
+
+  get empty(): boolean {
+    return this.keys.size === 0 && this.tags.size === 0 && !this.clear;
+  }
+
+  take(): { keys: string[]; tags: string[]; clear: boolean } {
+    const out = { keys: [...this.keys], tags: [...this.tags], clear: this.clear };
+    this.keys.clear();
+    this.tags.clear();
+    this.clear = false;
+    return out;
+  }
+}
+
+/**
+ * `cache.batch(fn)`: invalidations made inside `fn` (in its async context) still drop locally at
+ * once, but are published as one invalidation (one stream entry, unless larger than
+ * maxEntryBytes) when `fn` settles, whether it resolves or throws. A batch inside a batch or a
+ * transaction joins the outer one.
+ */
+export async function runBatch<V extends {}, T>(core: CacheCore<V>, fn: () => Awaitable<T>): Promise<T> {
+  if (core.scopes.getStore() !== undefined) return await fn();
+  const held = new HeldInvalidations();
+  const scope: Scope<V> = { hold: (inv) => held.add(inv) };
+  let result: T;
+  try {
+    result = await core.scopes.run(scope, fn);
+  } catch (err) {
+    if (!held.empty) await core.publish(held.take()).catch(() => undefined); // fn's error wins
+    throw err;
+  }
+  if (!held.empty) await core.publish(held.take());
+  return result;
+}
