@@ -1,0 +1,55 @@
+import { LUA_NOW, Script } from '../script.js';
+
+/** Makes write-behind rows durable in one atomic step. */
+export const writeScript = new Script('write', 4, String.raw`--[[
+  write: assigns versions, sets the pending overlay and marks the rows dirty, atomically.
+  A row refused for back-pressure changes nothing.
+
+  Input:
+    KEYS[1] overlay  hash  id -> "<version>:<row json>"
+    KEYS[2] dirty    zset  id -> ms when the row may be flushed
+    KEYS[3] version  string, last version given out (hybrid logical clock)
+    KEYS[4] tick     string, last flush slot that has a tick job
+    ARGV[1] flush delay, ms
+    ARGV[2] most pending rows of the entity, 0 for no bound
+    ARGV[3], ARGV[4], ... id, row json, id, row json, ...
+  Output:
+    { tick delay ms (-1: no tick to add), tick slot, pending rows, version per row (0: refused) }
+]]
+${LUA_NOW}
+local delay = tonumber(ARGV[1])
+local maxPending = tonumber(ARGV[2])
+local due = now + delay
+local pending = redis.call('HLEN', KEYS[1])
+-- Versions never fall behind the clock (ms * 1000), even if the counter itself was lost.
+local floor = now * 1000
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last < floor then redis.call('SET', KEYS[3], string.format('%.0f', floor)) end
+local out = { -1, 0, 0 }
+local wrote = false
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if maxPending > 0 and pending >= maxPending and redis.call('HEXISTS', KEYS[1], id) == 0 then
+    out[#out + 1] = 0
+  else
+    local v = redis.call('INCR', KEYS[3])
+    pending = pending + redis.call('HSET', KEYS[1], id, string.format('%.0f', v) .. ':' .. ARGV[i + 1])
+    -- NX: a row already dirty keeps its first flush time (a hot row still flushes on time).
+    redis.call('ZADD', KEYS[2], 'NX', due, id)
+    out[#out + 1] = v
+    wrote = true
+  end
+end
+out[3] = pending
+if wrote then
+  local slotMs = math.max(delay, 10)
+  local slot = math.floor(due / slotMs) + 1
+  local prev = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if slot > prev then
+    redis.call('SET', KEYS[4], slot, 'PX', slotMs * 10 + 60000)
+    out[1] = slot * slotMs - now
+    out[2] = slot
+  end
+end
+return out
+`);

@@ -1,0 +1,33 @@
+import type { RedisClient } from '../connection.js';
+import { defineEntity, type Entity, type EntityDefinition } from '../entities.js';
+
+/**
+ * Write-behind entity definitions, shared through Redis: a writer records the definition of
+ * each entity it writes (`HSET <base>:wb:entities name json`), so a sidecar started with no
+ * configuration knows which tables to flush. Definitions are validated (identifiers only,
+ * quoted) before any SQL is built from them.
+ */
+export async function publishDefinition(client: RedisClient, key: string, def: EntityDefinition): Promise<void> {
+  const { name, table, key: k, version, columns } = def;
+  await client.hset(key, name, JSON.stringify({ name, table, key: k, version, columns }));
+}
+
+/** Definitions found in Redis; invalid ones are reported to `onInvalid` and skipped. */
+export async function readDefinitions(
+  client: RedisClient,
+  key: string,
+  onInvalid: (name: string, err: unknown) => void,
+): Promise<Entity[]> {
+  const all = await client.hgetall(key);
+  const out: Entity[] = [];
+  for (const [name, json] of Object.entries(all)) {
+    try {
+      const def = JSON.parse(json) as EntityDefinition;
+      if (def.name !== name || !Array.isArray(def.columns) || typeof def.version !== 'string') throw new Error('not a write-behind entity definition');
+      out.push(defineEntity(def));
+    } catch (err) {
+      onInvalid(name, err);
+    }
+  }
+  return out;
+}
