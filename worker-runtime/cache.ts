@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { errorReporter } from '../bus/report-error.js';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
@@ -68,7 +69,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   #emitHits = false;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #lastLogged = '';
+  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.namespace}`);
   #sampler: StaleSampler<V> | undefined;
   #missHook: ((key: string, loader: Loader<V>) => Loader<V>) | undefined;
 
@@ -530,16 +531,9 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   }
 
   #error(err: unknown): void {
-    if (this.listenerCount('error') > 0) {
-      this.emit('error', err);
-      return;
-    }
-    const msg = String((err as Error)?.message ?? err);
-    if (msg !== this.#lastLogged) {
-      this.#lastLogged = msg;
-      console.error(`[cachebus:${this.namespace}] ${msg}`);
-    }
+    this.#report(err);
   }
+
 }
 
 /** Creates a cache, connects its bus and captures the stream's end before it serves. */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { errorReporter } from '../report-error.js';
 import { EventEmitter } from 'node:events';
 import { Bus } from '../bus.js';
 import { connect, type RedisClient, type RedisInput } from '../connection.js';
@@ -118,7 +119,7 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
   #owned = false;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #lastLogged = '';
+  readonly #report = errorReporter(this as unknown as EventEmitter, () => 'cachebus:relay');
 
   private constructor(options: RelayHubOptions) {
     super();
@@ -287,16 +288,9 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
   }
 
   #error(err: unknown): void {
-    if (this.listenerCount('error') > 0) {
-      this.emit('error', err);
-      return;
-    }
-    const msg = String((err as Error)?.message ?? err);
-    if (msg !== this.#lastLogged) {
-      this.#lastLogged = msg;
-      console.error(`[cachebus:relay] ${msg}`);
-    }
+    this.#report(err);
   }
+
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { errorReporter } from '../report-error.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { newOrigin } from '../bus.js';
@@ -57,7 +58,7 @@ export class Flusher extends EventEmitter<FlusherEvents> {
   #sweepTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #lastLogged = '';
+  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.#o.namespace}:flusher`);
 
   private constructor(options: FlusherOptions) {
     super();
@@ -204,14 +205,7 @@ export class Flusher extends EventEmitter<FlusherEvents> {
   }
 
   #error(err: unknown): void {
-    if (this.listenerCount('error') > 0) {
-      this.emit('error', err);
-      return;
-    }
-    const msg = String((err as Error)?.message ?? err);
-    if (msg !== this.#lastLogged) {
-      this.#lastLogged = msg;
-      console.error(`[cachebus:${this.#o.namespace}:flusher] ${msg}`);
-    }
+    this.#report(err);
   }
+
 }
