@@ -10,14 +10,13 @@
  *   node dist/bench/dependencies.js [--smoke]
  */
 import { performance } from 'node:perf_hooks';
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { busKeys } from '../bus/keys.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
 import { DependencyGraph } from '../worker-runtime/dependencies.js';
 import {
-  cleanupPrefix, formatTable, machine, median, randomPrefix, row, type BenchContext, type Benchmark, type Row,
+  cleanupPrefix, median, randomPrefix, row, type BenchContext, type Benchmark, type Row,
+  runIfMain,
 } from './harness.js';
 
 const READERS = 3;
@@ -131,13 +130,4 @@ export const dependenciesBenchmark: Benchmark = {
   },
 };
 
-const invoked = process.argv[1];
-if (invoked !== undefined && import.meta.url === pathToFileURL(realpathSync(invoked)).href) {
-  const ctx: BenchContext = {
-    smoke: process.argv.includes('--smoke'),
-    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-    log: (m) => console.error(m),
-  };
-  console.log(machine());
-  console.log(formatTable(await dependenciesBenchmark.run(ctx)));
-}
+await runIfMain(import.meta.url, dependenciesBenchmark);

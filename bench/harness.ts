@@ -7,9 +7,9 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 
 /** What a target compares: `value / baselineValue` (ratio) and/or `value` itself. */
@@ -290,5 +290,26 @@ export async function until(check: () => boolean, timeoutMs: number, what: strin
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Runs one benchmark when its file is the process's entry point (`node dist/bench/<name>.js
+ * [--smoke]`): the machine line, then its table on stdout; progress on stderr.
+ */
+export async function runIfMain(moduleUrl: string, bench: Benchmark): Promise<void> {
+  const invoked = process.argv[1];
+  if (invoked === undefined || moduleUrl !== pathToFileURL(realpathSync(invoked)).href) return;
+  const ctx: BenchContext = {
+    smoke: process.argv.includes('--smoke'),
+    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    log: (m) => console.error(m),
+  };
+  console.log(machine());
+  try {
+    console.log(formatTable(await bench.run(ctx)));
+  } catch (err) {
+    console.error(err);
+    process.exitCode = 1;
   }
 }

@@ -14,15 +14,15 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { realpathSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { OutboxRelay } from '../bus/outbox/relay.js';
 import { installTriggers, uninstallTriggers } from '../bus/outbox/triggers.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
 import {
-  cleanupPrefix, formatTable, machine, median, percentile, randomPrefix, row, until, type BenchContext, type Benchmark, type Row,
+  cleanupPrefix, median, percentile, randomPrefix, row, until, type BenchContext, type Benchmark, type Row,
+  runIfMain,
 } from './harness.js';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -178,13 +178,4 @@ export const outboxBenchmark: Benchmark = {
   },
 };
 
-const invoked = process.argv[1];
-if (invoked !== undefined && import.meta.url === pathToFileURL(realpathSync(invoked)).href) {
-  const ctx: BenchContext = {
-    smoke: process.argv.includes('--smoke'),
-    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-    log: (m) => console.error(m),
-  };
-  console.log(machine());
-  console.log(formatTable(await outboxBenchmark.run(ctx)));
-}
+await runIfMain(import.meta.url, outboxBenchmark);

@@ -12,8 +12,6 @@
  * Run: `node dist/bench/write-behind.js [--smoke]`, or `cachebus bench write-behind`.
  */
 import { randomBytes } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { defineEntity } from '../bus/entities.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
@@ -22,7 +20,7 @@ import { makeUpsert, UPSERT_METHODS, type UpsertMethod } from '../bus/write-behi
 import type { PendingRow } from '../bus/write-behind/codec.js';
 import { createCache } from '../worker-runtime/index.js';
 import { writeBehind } from '../worker-runtime/write-behind.js';
-import { cleanupPrefix, formatTable, machine, median, nowNs, percentile, randomPrefix, row, type BenchContext, type Benchmark, type Row } from './harness.js';
+import { cleanupPrefix, median, nowNs, percentile, randomPrefix, row, runIfMain, type BenchContext, type Benchmark, type Row } from './harness.js';
 
 const DEF = { name: 'bench_items', version: 'version', columns: ['doc'] } as const;
 const NAME = 'write-behind';
@@ -180,13 +178,4 @@ export const writeBehindBenchmark: Benchmark = {
 
 export const benchmark = writeBehindBenchmark;
 
-const invoked = process.argv[1];
-if (invoked !== undefined && import.meta.url === pathToFileURL(realpathSync(invoked)).href) {
-  const smoke = process.argv.includes('--smoke');
-  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  process.stderr.write(`write-behind bench on ${machine()}${smoke ? ' (SMOKE)' : ''}\n`);
-  writeBehindBenchmark.run({ smoke, redisUrl, log: (m) => process.stderr.write(`${m}\n`) }).then(
-    (rows) => console.log(formatTable(rows)),
-    (err: unknown) => { console.error(err); process.exitCode = 1; },
-  );
-}
+await runIfMain(import.meta.url, writeBehindBenchmark);
