@@ -11,6 +11,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
+import { unlinkMatching } from '../bus/scan.js';
 
 /** What a target compares: `value / baselineValue` (ratio) and/or `value` itself. */
 export interface Target {
@@ -167,12 +168,7 @@ export async function cleanupPrefix(url: string, prefix: string): Promise<void> 
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await r.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await r.unlink(...keys);
-    } while (cursor !== '0');
+    await unlinkMatching(r, `${prefix}*`);
   } finally {
     r.disconnect();
   }

@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Row } from '../bench/harness.js';
 import { benchmarks, runBenchmarks } from '../bench/run.js';
 import { REDIS_URL } from './helpers/redis.js';
+import { scanKeys } from '../bus/scan.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../dist/cli/cachebus.js', import.meta.url));
@@ -23,14 +24,7 @@ const FIELDS = ['baseline', 'baselineValue', 'met', 'metric', 'name', 'ratio', '
 async function benchKeys(): Promise<string[]> {
   const r = new Redis(REDIS_URL);
   try {
-    const found: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${ROOT}-*`, 'COUNT', 1000);
-      cursor = next;
-      found.push(...keys);
-    } while (cursor !== '0');
-    return found;
+    return await scanKeys(r, `${ROOT}-*`);
   } finally {
     r.disconnect();
   }

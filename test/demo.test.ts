@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Truth } from '../demo-workers/truth.js';
 import { DATABASE_URL } from './helpers/pg.js';
 import { freePort, REDIS_URL } from './helpers/redis.js';
+import { scanKeys } from '../bus/scan.js';
 
 const MAIN = fileURLToPath(new URL('../dist/demo-workers/main.js', import.meta.url));
 
@@ -47,7 +48,7 @@ afterAll(async () => {
 /** What the demo left behind: its schema and its Redis keys (both must be gone). */
 async function leftovers(prefix: string, schema: string): Promise<{ schemas: number; keys: number }> {
   const r = await db.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema]);
-  const [, keys] = await redis.scan('0', 'MATCH', `${prefix}:*`, 'COUNT', 10_000);
+  const keys = await scanKeys(redis, `${prefix}:*`);
   return { schemas: r.rowCount ?? 0, keys: keys.length };
 }
 

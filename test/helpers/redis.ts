@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { unlinkMatching } from '../../bus/scan.js';
 import { until } from './wait.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -19,12 +20,7 @@ export async function cleanupPrefix(prefix: string, url = REDIS_URL): Promise<vo
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {
     await r.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await r.unlink(...keys);
-    } while (cursor !== '0');
+    await unlinkMatching(r, `${prefix}*`);
   } finally {
     r.disconnect();
   }
