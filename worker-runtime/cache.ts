@@ -372,6 +372,11 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     const flight: Flight<V> = { promise, tags: options?.tags, poisoned: false };
     this.#flights.set(key, flight);
     this.stats.loads++;
+    /** Retires the flight; a load that stored nothing leaves no dependency edges behind. */
+    const settle = (stored: boolean): void => {
+      if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
+      if (this.#flights.get(key) === flight) this.#flights.delete(key);
+    };
     void (async () => {
       let stored = false;
       try {
@@ -382,13 +387,11 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
         } else if (flight.poisoned) {
           this.stats.loadsDiscarded++;
         }
-        if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
-        if (this.#flights.get(key) === flight) this.#flights.delete(key);
+        settle(stored);
         this.emit('load', { key, durationMs: performance.now() - started, stored });
         resolveFlight(value);
       } catch (error) {
-        if (options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
-        if (this.#flights.get(key) === flight) this.#flights.delete(key);
+        settle(false);
         this.stats.loadErrors++;
         this.emit('load', { key, durationMs: performance.now() - started, stored, error });
         rejectFlight(error);
