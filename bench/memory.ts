@@ -32,7 +32,7 @@ export const memory: Benchmark = {
   name: 'memory',
   summary: 'heap bytes per entry, 100k entries with ~100-byte values, vs lru-cache',
   async run(ctx: BenchContext): Promise<Row[]> {
-    const n = ctx.smoke ? 2_000 : 100_000;
+    const n = ctx.smoke ? 20_000 : 100_000;
     const valueBytes = 100;
     const kinds = ['strings', 'map', 'lru-cache', 'cachebus-lru', 'cachebus-lfu', 'cachebus-fifo', 'cachebus-ttl'];
     const b: Record<string, number> = {};
