@@ -65,36 +65,40 @@ afterEach(async () => {
 });
 
 describe('I2: continuity proven per entry, before it is applied', () => {
-  it('1. a stream deleted and re-created with counts that balance the reader\'s is a gap, before any new entry applies', async () => {
+  /**
+   * The worker must not have read X: its read is answered with X, but the answer is held in a
+   * proxy and the connection cut, so it is lost; the stream is then replaced while the worker's
+   * new connection is still held. Once released, the worker re-syncs against the new stream.
+   */
+  async function recreatedWhileCut(recreate: () => Promise<void>): Promise<WorkerProc> {
+    proxy = await ChaosProxy.start(redis.port);
     const pub = await cache();
     await pub.invalidate('warmup'); // the stream exists, with its epoch, before the worker starts
-    const w = await worker(redis.url);
+    const w = await worker(proxy.url);
     await w.call('get', { key: 'k', value: 'old' });
-    await freeze(w.child.pid!, 50, async () => {
-      await pub.invalidate('k'); // X: the worker never reads it
-      await raw.del(stream);
-      // Re-created by publishers with (entries the worker counted + L) entries, trimmed to L:
-      // entries-added - length equals what the worker counted, and the end is past its cursor.
-      for (let i = 0; i < 4; i++) await pub.invalidate(`other:${i}`);
-      await raw.xtrim(stream, 'MAXLEN', 3);
-    });
-    await w.wait('gap');
+    proxy.hold();
+    await pub.invalidate('k'); // X: its delivery is held, then dropped with the connection
+    proxy.cut();
+    await raw.del(stream);
+    await recreate();
+    // Re-created with (entries the worker counted + L) entries, trimmed to L: entries-added -
+    // length equals what the worker counted, and the end is past its cursor.
+    await raw.xtrim(stream, 'MAXLEN', 3);
+    proxy.release();
+    return w;
+  }
+
+  it('1. a stream deleted and re-created with counts that balance the reader\'s is a gap, before any new entry applies', async () => {
+    const pub = await cache();
+    const w = await recreatedWhileCut(async () => { for (let i = 0; i < 5; i++) await pub.invalidate(`other:${i}`); });
+    await w.wait('gap', () => true, 15_000);
     expect(await w.call('peek', { key: 'k' })).toBeNull();
     expect((await stats(w)).clears.gap).toBeGreaterThanOrEqual(1);
   });
 
   it('1b. the same when a foreign client (plain XADD) re-creates the stream', async () => {
-    const pub = await cache();
-    await pub.invalidate('warmup');
-    const w = await worker(redis.url);
-    await w.call('get', { key: 'k', value: 'old' });
-    await freeze(w.child.pid!, 50, async () => {
-      await pub.invalidate('k');
-      await raw.del(stream);
-      for (let i = 0; i < 4; i++) await raw.xadd(stream, '*', 'v', '1', 'k', JSON.stringify([`other:${i}`]));
-      await raw.xtrim(stream, 'MAXLEN', 3);
-    });
-    await w.wait('gap');
+    const w = await recreatedWhileCut(async () => { for (let i = 0; i < 5; i++) await raw.xadd(stream, '*', 'v', '1', 'k', JSON.stringify([`other:${i}`])); });
+    await w.wait('gap', () => true, 15_000);
     expect(await w.call('peek', { key: 'k' })).toBeNull();
   });
 
@@ -132,28 +136,49 @@ describe('I3: a proof is as old as the read that produced it', () => {
     expect(await v).toBe('fresh');
   });
 
+  /** Records the order of `received` and `servable: true` events after a fault ends. */
+  function order(w: WorkerProc): string[] {
+    const events: string[] = [];
+    w.on('received', () => events.push('received'));
+    w.on('servable', (e: { servable: boolean }) => { if (e.servable) events.push('servable'); });
+    return events;
+  }
+
   it('4. a worker frozen (SIGSTOP) past maxStaleMs does not serve the old value on resume', async () => {
     const pub = await cache();
-    const w = await worker(redis.url, { maxStaleMs: 500 });
+    const w = await worker(redis.url, { maxStaleMs: 500 }); // blockMs 125
     await w.call('get', { key: 'k', value: 'old' });
-    await freeze(w.child.pid!, 1500, async () => { await pub.invalidate('k'); });
+    const events = order(w);
+    await freeze(w.child.pid!, 1500, async () => {
+      // First let the worker's pending XREAD time out inside Redis (its empty answer waits in the
+      // socket), then invalidate: the answer processed on resume is older than the invalidation.
+      await new Promise((r) => setTimeout(r, 400));
+      await pub.invalidate('k');
+    });
     // The very first request after SIGCONT, whatever the reader has processed by then.
     expect(await w.call('peek', { key: 'k' })).toBeNull();
-    await until(async () => (await stats(w)).servable, 5000, 'serving again');
+    await until(() => events.includes('servable'), 5000, 'serving again');
+    expect(events[0]).toBe('received'); // caught up only once the invalidation was applied
     expect(await w.call('peek', { key: 'k' })).toBeNull();
   });
 
   it('5. a silent partition that heals: the reply stuck in the network proves nothing fresh', async () => {
     proxy = await ChaosProxy.start(redis.port);
     const pub = await cache();
-    const w = await worker(proxy.url, { maxStaleMs: 500 });
+    const w = await worker(proxy.url, { maxStaleMs: 500 }); // blockMs 125
     await w.call('get', { key: 'k', value: 'old' });
+    const events = order(w);
     proxy.hold();
-    await pub.invalidate('k');
+    const heldAt = Date.now();
     await w.wait<{ servable: boolean }>('servable', (e) => !e.servable, 5000);
+    // The partition lasts longer than maxStaleMs after the last read was sent (and shorter than
+    // the stall guard), then the invalidation comes: the held XREAD's empty answer is older.
+    while (Date.now() < heldAt + 700) await new Promise((r) => setTimeout(r, heldAt + 700 - Date.now()));
+    await pub.invalidate('k');
     proxy.release();
     expect(await w.call('peek', { key: 'k' })).toBeNull();
-    await until(async () => (await stats(w)).servable, 10_000, 'serving again');
+    await until(() => events.includes('servable'), 10_000, 'serving again');
+    expect(events[0]).toBe('received');
     expect(await w.call('peek', { key: 'k' })).toBeNull();
     await w.call('get', { key: 'k2', value: 'v' });
     expect(await w.call('peek', { key: 'k2' })).toBe('v');
