@@ -140,7 +140,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
       // Relay mode: the host's hub reads (undefined when the hub advises reading directly).
       this.#relay = await RelayClient.open(relay, {
         prefix: o.prefix, namespace: o.namespace, origin: () => this.#bus?.origin, maxStaleMs: o.maxStaleMs,
-        connectTimeoutMs: o.connectTimeoutMs ?? 10_000, auto: o.relay === 'auto',
+        connectTimeoutMs: o.connectTimeoutMs ?? 10_000, auto: o.relay === 'auto', secret: o.secret,
       }, handlers);
     }
     this.#bus = await Bus.open(

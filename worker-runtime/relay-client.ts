@@ -3,7 +3,7 @@ import { BroadcastChannel, isMainThread } from 'node:worker_threads';
 import { ConnectionError, InvalidOptionError, RelayError } from '../bus/errors.js';
 import type { ReaderHandlers } from '../bus/reader.js';
 import {
-  HELLO_CHANNEL, isRelayMessage, RELAY_ENV, RELAY_TAG, RELAY_VERSION, topicChannel, topicOf, hostNow,
+  HELLO_CHANNEL, isRelayMessage, RELAY_ENV, RELAY_TAG, RELAY_VERSION, topicChannel, topicOf, hostNow, secretId,
   type HelloMessage, type RelayMessage, type StreamMessage,
 } from '../bus/relay/protocol.js';
 
@@ -34,8 +34,10 @@ export interface RelayClientOptions {
   readonly maxStaleMs: number;
   /** How long `open` waits for the hub's first beat. */
   readonly connectTimeoutMs: number;
-  /** relay 'auto': accept the hub's advice to read directly. */
+  /** relay 'auto': accept the hub's advice to read directly (while opening only). */
   readonly auto: boolean;
+  /** The cache's HMAC secret: the hub must verify with the same one (or both with none). */
+  readonly secret?: string | Buffer | undefined;
 }
 
 /** One shared `process.on('message')` per process, dispatching by topic. */
@@ -57,11 +59,17 @@ export class RelayClient {
   readonly #h: ReaderHandlers;
   readonly #topic: string;
   readonly #id = randomBytes(6).toString('hex');
+  readonly #secretId: string | undefined;
   #channel: BroadcastChannel | undefined;
   #helloChannel: BroadcastChannel | undefined;
   #hub: string | undefined;
   #seq = 0;
+  /** `at` of the last beat taken as proof (host clock); -Infinity once the hub said it closed. */
   #lastBeat = 0;
+  /** Id of a hub that announced `closed`: its beats prove nothing any more. */
+  #closedHub: string | undefined;
+  /** Id of the last hub whose secret mismatch was reported (reported once per hub). */
+  #mismatchHub: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #opened: { resolve: (direct: boolean) => void; reject: (e: unknown) => void } | undefined;
   #closed = false;
@@ -71,6 +79,12 @@ export class RelayClient {
     this.#o = o;
     this.#h = h;
     this.#topic = topicOf(o.prefix, o.namespace);
+    this.#secretId = secretId(o.secret);
+  }
+
+  /** Whether the hub's last proof is younger than maxStaleMs (false once the hub closed). */
+  get current(): boolean {
+    return hostNow() - this.#lastBeat <= this.#o.maxStaleMs;
   }
 
   /**
@@ -149,8 +163,14 @@ export class RelayClient {
     this.#sequence(m);
     switch (m.type) {
       case 'beat': {
+        if (m.hub === this.#closedHub) break; // a closed hub proves nothing
+        if (m.secret !== this.#secretId) {
+          this.#secretMismatch(m.hub);
+          break;
+        }
         this.#lastBeat = m.at;
-        // The host clock's time, turned into this process's performance.now() time base.
+        // The proof's own time (when the hub's XREAD was sent, host clock) turned into this
+        // process's performance.now() time base: never the time this message arrived (I3).
         this.#h.onCaughtUp(performance.now() - Math.max(0, hostNow() - m.at));
         if (this.#opened && hostNow() - m.at <= this.#o.maxStaleMs) {
           this.#opened.resolve(false);
@@ -173,10 +193,29 @@ export class RelayClient {
       case 'gap': this.#h.onGap(m.cause, `relay hub: ${m.detail}`); break;
       case 'bad': this.#h.onBadEntry(m.reason, m.id, m.message); break;
       case 'status':
+        if (m.status === 'closed') {
+          // The hub is gone: refuse before anyone hears of it (a 'status' listener that reads
+          // gets nothing local), and say hello at once to find a restarted hub.
+          this.#closedHub = m.hub;
+          this.#lastBeat = Number.NEGATIVE_INFINITY;
+          this.#h.onCaughtUp(Number.NEGATIVE_INFINITY);
+        }
         this.#h.onStatus(m.status, m.previous);
-        if (m.status === 'closed') this.#h.onCaughtUp(Number.NEGATIVE_INFINITY); // the hub is gone: stop serving now
         break;
     }
+  }
+
+  /** A hub verifying with another secret (or none where we have one): no proof from it, reported once. */
+  #secretMismatch(hub: string): void {
+    this.#lastBeat = Number.NEGATIVE_INFINITY;
+    this.#h.onCaughtUp(Number.NEGATIVE_INFINITY);
+    if (this.#mismatchHub === hub) return;
+    this.#mismatchHub = hub;
+    const err = new RelayError('E_RELAY_REFUSED', this.#secretId === undefined
+      ? "the relay hub verifies signed entries (its options.secret is set) but this cache has no options.secret: give the cache the hub's secret, or set options.relay to false"
+      : "this cache's options.secret does not match the relay hub's: pass the same secret to startRelayHub() and createCache(), or set options.relay to false");
+    if (this.#opened) this.#opened.reject(err);
+    else this.#h.onError(err);
   }
 
   /** One hub, contiguous numbers: anything else means messages may be missing (I2). */
@@ -219,7 +258,11 @@ export class RelayClient {
   }
 
   #post(type: 'hello' | 'bye'): void {
-    const m: HelloMessage = { t: RELAY_TAG, topic: this.#topic, type, v: RELAY_VERSION, client: this.#id, maxStaleMs: this.#o.maxStaleMs, auto: this.#o.auto };
+    const m: HelloMessage = {
+      t: RELAY_TAG, topic: this.#topic, type, v: RELAY_VERSION, client: this.#id, maxStaleMs: this.#o.maxStaleMs,
+      auto: this.#o.auto && this.#opened !== undefined, // an open cache stays relayed: it asks for no advice
+      ...(this.#secretId === undefined ? {} : { secret: this.#secretId }),
+    };
     try {
       if (this.mode === 'ipc') {
         if (process.connected) process.send?.(m, undefined, undefined, (err: Error | null) => { if (err) this.#h.onError(err); });

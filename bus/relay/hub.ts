@@ -6,13 +6,16 @@ import { connect, type RedisClient, type RedisInput } from '../connection.js';
 import { ClosedError, ConnectionError, InvalidOptionError } from '../errors.js';
 import type { GapCause, ReaderHandlers, ReaderStatus } from '../reader.js';
 import type { DecodedEntry } from '../wire.js';
-import { RELAY_ENV, RELAY_TAG, RELAY_VERSION, hostNow, type HelloMessage, type RefuseMessage, type StreamMessage } from './protocol.js';
+import { RELAY_ENV, RELAY_TAG, RELAY_VERSION, hostNow, secretId, type HelloMessage, type RefuseMessage, type StreamMessage } from './protocol.js';
 import { BroadcastTransport, IpcTransport, type HubTransport, type IpcTarget } from './transports.js';
 
 export interface RelayHubOptions {
   /** Redis (URL, cluster seed URLs, options or client) to read the streams from. @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'` */
   redis?: RedisInput;
-  /** HMAC secret the entries are signed with (same as the caches'). @defaultValue none */
+  /**
+   * HMAC secret the entries are signed with. Must be the caches' own: the hub refuses a cache
+   * whose options.secret differs (or is set when this is not, or the reverse). @defaultValue none
+   */
   secret?: string | Buffer;
   /** Largest entry accepted, bytes. @defaultValue `65_536` */
   maxEntryBytes?: number;
@@ -55,6 +58,8 @@ export const kRelayHubDefaults = {
 
 /** Counters of a hub (plain numbers). */
 export interface RelayHubStats {
+  /** Hellos received (first subscriptions and re-hellos while beats were late). */
+  hellos: number;
   entriesRelayed: number;
   messagesSent: number;
   beats: number;
@@ -78,9 +83,10 @@ interface Topic {
   opening: Promise<Bus> | undefined;
   seq: number;
   status: ReaderStatus;
-  /** hostNow() ms at which the reader was last caught up (0: never). */
+  /** hostNow() ms at which the XREAD that last proved the reader caught up was sent (0: never). */
   caughtUpAt: number;
-  lastBeatSent: number;
+  /** `at` of the last beat sent (rate limit: a beat goes out once the proof moved on by beatMs). */
+  lastBeatAt: number;
   pending: DecodedEntry[];
 }
 
@@ -110,8 +116,9 @@ function resolve(o: RelayHubOptions): Resolved {
 export class RelayHub extends EventEmitter<RelayHubEvents> {
   /** Random id; caches clear when the hub that serves them changes. */
   readonly id = randomBytes(6).toString('hex');
-  readonly stats: RelayHubStats = { entriesRelayed: 0, messagesSent: 0, beats: 0, gaps: 0, refused: 0, advisedDirect: 0, sendErrors: 0 };
+  readonly stats: RelayHubStats = { hellos: 0, entriesRelayed: 0, messagesSent: 0, beats: 0, gaps: 0, refused: 0, advisedDirect: 0, sendErrors: 0 };
   readonly #o: Resolved;
+  readonly #secretId: string | undefined;
   readonly #topics = new Map<string, Topic>();
   readonly #transports: HubTransport[] = [];
   readonly #ipc: IpcTransport | undefined;
@@ -124,6 +131,7 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
   private constructor(options: RelayHubOptions) {
     super();
     this.#o = resolve(options);
+    this.#secretId = secretId(this.#o.secret);
     const hello = (m: HelloMessage, reply: (r: RefuseMessage) => void): void => this.#hello(m, reply);
     const advise = (m: HelloMessage, workers: number): RefuseMessage | undefined => {
       if (!m.auto || this.#closed || workers >= this.#o.minWorkers) return undefined;
@@ -189,6 +197,7 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
 
   #hello(m: HelloMessage, reply: (r: RefuseMessage) => void): void {
     if (this.#closed) return;
+    this.stats.hellos++;
     const refuse = (code: string, message: string): void => {
       this.stats.refused++;
       reply({ t: RELAY_TAG, topic: m.topic, type: 'refuse', client: m.client, code, message });
@@ -197,11 +206,17 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
     if (!(m.maxStaleMs >= 2 * this.#o.blockMs)) {
       return refuse('E_RELAY_REFUSED', `options.maxStaleMs (${m.maxStaleMs}) must be at least twice the relay hub's blockMs (${this.#o.blockMs}): raise maxStaleMs or lower the hub's blockMs`);
     }
+    if (m.secret !== this.#secretId) {
+      const mine = this.#secretId === undefined ? 'has no secret' : 'has another secret';
+      return refuse('E_RELAY_REFUSED', m.secret === undefined
+        ? 'the relay hub verifies signed entries (its options.secret is set) but this cache has no options.secret: give the cache the hub\'s secret, or set options.relay to false'
+        : `this cache's options.secret does not match the relay hub's (the hub ${mine}): pass the same secret to startRelayHub() and createCache(), or set options.relay to false`);
+    }
     const [prefix, namespace] = m.topic.split('\u0000') as [string, string | undefined];
     if (namespace === undefined) return refuse('E_RELAY_REFUSED', 'malformed topic');
     let t = this.#topics.get(m.topic);
     if (t === undefined) {
-      t = { name: m.topic, prefix, namespace, bus: undefined, opening: undefined, seq: 0, status: 'connecting', caughtUpAt: 0, lastBeatSent: 0, pending: [] };
+      t = { name: m.topic, prefix, namespace, bus: undefined, opening: undefined, seq: 0, status: 'connecting', caughtUpAt: 0, lastBeatAt: 0, pending: [] };
       this.#topics.set(m.topic, t);
     }
     if (t.caughtUpAt > 0) this.#beat(t, true); // the new cache learns how current the reader is
@@ -251,8 +266,10 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
         this.#send(t, { type: 'status', status, previous });
       },
       onCaughtUp: (at) => {
+        // `at` is when the proving XREAD was sent (performance.now()), turned into the host clock.
+        // A late reply (the hub was frozen) thus yields an old beat, never a fresh one (I3).
         this.#flush(t);
-        t.caughtUpAt = hostNow() - (performance.now() - at); // performance.now() time base → host clock
+        t.caughtUpAt = Math.max(t.caughtUpAt, hostNow() - (performance.now() - at));
         this.#beat(t, false);
       },
       onError: (err) => this.#error(err),
@@ -267,11 +284,12 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
   }
 
   #beat(t: Topic, force: boolean): void {
-    const now = hostNow();
-    if (!force && now - t.lastBeatSent < this.#o.beatMs) return;
-    t.lastBeatSent = now;
+    // Limited by how far the proof moved, not by the clock: after a stale beat (a late reply),
+    // the first fresh proof goes out at once.
+    if (!force && t.caughtUpAt - t.lastBeatAt < this.#o.beatMs) return;
+    t.lastBeatAt = t.caughtUpAt;
     this.stats.beats++;
-    this.#send(t, { type: 'beat', at: t.caughtUpAt });
+    this.#send(t, this.#secretId === undefined ? { type: 'beat', at: t.caughtUpAt } : { type: 'beat', at: t.caughtUpAt, secret: this.#secretId });
   }
 
   #flush(t: Topic): void {

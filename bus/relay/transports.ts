@@ -91,15 +91,20 @@ export class IpcTransport implements HubTransport {
       subs?.delete(target);
       return;
     }
-    const advice = this.#advise(m, this.workers());
+    // A subscribed cache stays subscribed: advice to read directly is for caches still opening
+    // (an open cache ignores it, and would never get a message again).
+    const advice = subs?.has(target) ? undefined : this.#advise(m, this.workers());
     if (advice !== undefined) {
-      subs?.delete(target);
       this.#post(target, advice);
       return;
     }
     if (subs === undefined) this.#subs.set(m.topic, (subs = new Set()));
-    subs.add(target);
-    this.#onHello(m, (r) => this.#post(target, r));
+    const topicSubs = subs;
+    topicSubs.add(target);
+    this.#onHello(m, (r) => {
+      topicSubs.delete(target); // a refused cache gets no stream messages
+      this.#post(target, r);
+    });
   }
 
   #post(target: IpcTarget, msg: object): boolean {
