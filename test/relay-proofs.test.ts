@@ -80,7 +80,9 @@ afterEach(async () => {
 describe('#6 a frozen hub: a late reply is an old proof, never a fresh beat', () => {
   it('SIGSTOP the primary while its XREAD times out, invalidate, SIGCONT: no worker serves the old value on resume', async () => {
     const logKey = `${prefix}:servable-log`;
-    const h = await start('cluster', { logKey });
+    // beatMs ~0: every proof is sent, so no rate limit can hide the late reply's beat (with the
+    // default, a hello-forced beat just before it may suppress it by chance).
+    const h = await start('cluster', { logKey, hub: { beatMs: 0.001 } });
     await h.all('get', { key: 'k', value: 'old' });
     const pid = h.child.pid!;
     // The hub's reader connection (the workers only publish; no other reader exists yet).
