@@ -194,21 +194,23 @@ export class RelayClient {
       case 'bad': this.#h.onBadEntry(m.reason, m.id, m.message); break;
       case 'status':
         if (m.status === 'closed') {
-          // The hub is gone: refuse before anyone hears of it (a 'status' listener that reads
-          // gets nothing local), and say hello at once to find a restarted hub.
+          // The hub is gone: this client holds no proof any more (and says hello at once, to
+          // find a restarted hub); the cache stops serving on this very call (I3).
           this.#closedHub = m.hub;
           this.#lastBeat = Number.NEGATIVE_INFINITY;
-          this.#h.onCaughtUp(Number.NEGATIVE_INFINITY);
         }
         this.#h.onStatus(m.status, m.previous);
         break;
     }
   }
 
-  /** A hub verifying with another secret (or none where we have one): no proof from it, reported once. */
+  /**
+   * A hub verifying with another secret (or none where we have one): its beats prove nothing
+   * (so the cache serves no longer than maxStaleMs after its last proof from a matching hub;
+   * it cleared when the hub changed). Reported once per hub.
+   */
   #secretMismatch(hub: string): void {
     this.#lastBeat = Number.NEGATIVE_INFINITY;
-    this.#h.onCaughtUp(Number.NEGATIVE_INFINITY);
     if (this.#mismatchHub === hub) return;
     this.#mismatchHub = hub;
     const err = new RelayError('E_RELAY_REFUSED', this.#secretId === undefined
