@@ -20,6 +20,8 @@ export interface DemoOptions {
   readonly products: number;
   /** Fraction of operations that are writes. @defaultValue 0.05 */
   readonly writeRatio: number;
+  /** Also write the charts and the table to this self-contained HTML file. */
+  readonly report: string | undefined;
   readonly json: boolean;
   readonly help: boolean;
 }
@@ -33,7 +35,8 @@ Reproduces stale per-process caches, then shows them gone. Each scenario is one 
   --duration T        load time per scenario: 6, 6s or 6000ms (default 6s)
   --scenario LIST     comma-separated scenarios to run (default: all), e.g. "bus-off,bus-on"
   --bound-ms N        staleness bound: a stale read older than this fails the row (default 1000)
-  --metrics-port N    serve /metrics here while running; 0 = a free port (default 9464)
+  --metrics-port N    serve the live page (/) and /metrics here while running; 0 = a free port (default 9464)
+  --report FILE.html  also write the charts and the table to one self-contained HTML file (opens offline)
   --concurrency N     requests in flight from the load driver (default 16)
   --products N        rows in the products table (default 200)
   --write-ratio R     fraction of operations that are writes (default 0.05)
@@ -72,7 +75,7 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
         workers: { type: 'string' }, threads: { type: 'string' }, duration: { type: 'string' },
         scenario: { type: 'string' }, 'bound-ms': { type: 'string' }, 'metrics-port': { type: 'string' },
         concurrency: { type: 'string' }, products: { type: 'string' }, 'write-ratio': { type: 'string' },
-        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        report: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (err) {
@@ -83,6 +86,8 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
   if (!(writeRatio > 0 && writeRatio < 1)) throw new DemoUsageError(`--write-ratio must be between 0 and 1 (got ${s('write-ratio')})`);
   const metricsPort = int('metrics-port', s('metrics-port'), 9464, 0);
   if (metricsPort > 65535) throw new DemoUsageError(`--metrics-port must be a port number (got ${metricsPort})`);
+  const report = s('report');
+  if (report !== undefined && report.trim() === '') throw new DemoUsageError('--report needs a file name');
   return {
     workers: int('workers', s('workers'), 4, 1),
     threads: int('threads', s('threads'), 2, 1),
@@ -93,6 +98,7 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     concurrency: int('concurrency', s('concurrency'), 16, 1),
     products: int('products', s('products'), 200, 1),
     writeRatio,
+    report,
     json: values.json === true,
     help: values.help === true,
   };

@@ -1,5 +1,7 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { serveMetrics, type MetricsServer } from '../worker-runtime/index.js';
+import type { MetricsServer } from '../worker-runtime/index.js';
 
 /** What /metrics reports about the demo itself, read at scrape time. */
 export interface DemoLive {
@@ -12,14 +14,47 @@ export interface DemoLive {
 
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
+/** Other paths served beside /metrics (the live page); returns false for a path it does not know. */
+export type ExtraRoutes = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+/** /metrics, /health, and `extra`'s paths, on `host:port`. */
+async function listen(source: { contentType: string; metrics(): Promise<string> }, port: number, extra: ExtraRoutes | undefined): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') res.writeHead(405).end();
+      else if (path === '/metrics') {
+        const body = await source.metrics();
+        res.writeHead(200, { 'content-type': source.contentType }).end(body);
+      } else if (path === '/health') res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+      else if (!extra?.(req, res)) res.writeHead(404).end();
+    })().catch((err: unknown) => {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`error: ${String((err as Error)?.message ?? err)}\n`);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, process.env.CACHEBUS_METRICS_HOST ?? '127.0.0.1', () => { server.off('error', reject); resolve(); });
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => (closing ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    })),
+  };
+}
+
 /**
  * /metrics of the demo: the metrics of every cache (the metrics module's `cacheMetrics` in each
  * worker and each of its threads, series labelled `worker="w0"`, `worker="w0-t12"`, …), which
  * `workers()` fetches from the workers, followed by the demo's own series
- * (`cachebus_demo_*`, by scenario).
+ * (`cachebus_demo_*`, by scenario). `extra` serves the live page on the same port.
  */
 export async function serveDemoMetrics(
-  port: number, live: () => DemoLive | undefined, workers: () => Promise<MetricJson[]>,
+  port: number, live: () => DemoLive | undefined, workers: () => Promise<MetricJson[]>, extra?: ExtraRoutes,
 ): Promise<MetricsServer & { note?: string }> {
   const demo = new Registry();
   const totals = new Map<string, DemoLive>();
@@ -54,10 +89,10 @@ export async function serveDemoMetrics(
     },
   };
   try {
-    return await serveMetrics(source, { port });
+    return await listen(source, port, extra);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw err;
-    const server = await serveMetrics(source, { port: 0 });
+    const server = await listen(source, 0, extra);
     return Object.assign(server, { note: `port ${port} is taken` });
   }
 }

@@ -12,7 +12,7 @@ import {
 } from '../worker-runtime/index.js';
 import { productLoader } from './loader.js';
 import {
-  productKey, productsTable, versionOf, type Product, type ReadReply, type ReadyInfo, type StatsReply, type WorkerConfig,
+  productKey, productsTable, versionOf, type LiveReply, type Product, type ReadReply, type ReadyInfo, type StatsReply, type WorkerConfig,
 } from './protocol.js';
 import { writeModes } from './writers.js';
 
@@ -68,6 +68,17 @@ async function stats(): Promise<StatsReply> {
   return { main: structuredClone(cache.stats), threads: await threadStats(threads, 5_000), lag, cacheErrors };
 }
 
+/** GET /live?from=N → the lag samples from index N on, and the gaps and clears of all this worker's caches. */
+async function live(from: number): Promise<LiveReply> {
+  const gaps: Record<string, number> = { ...cache.stats.gaps };
+  const clears: Record<string, number> = { ...cache.stats.clears };
+  for (const t of await threadStats(threads, 700).catch(() => [])) {
+    for (const [c, n] of Object.entries(t.stats.gaps)) gaps[c] = (gaps[c] ?? 0) + n;
+    for (const [c, n] of Object.entries(t.stats.clears)) clears[c] = (clears[c] ?? 0) + n;
+  }
+  return { lag: lag.slice(from), next: lag.length, gaps, clears };
+}
+
 async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = req.url ?? '/';
   const m = /^\/(r|w)\/(\d+)(\?t=1)?$/.exec(url);
@@ -76,6 +87,8 @@ async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (m[1] === 'w' && req.method === 'POST') reply(res, 200, await writer.write(id));
     else if (m[1] === 'r') reply(res, 200, m[3] ? await readThread(id) : await readMain(id));
     else reply(res, 405, { error: 'method' });
+  } else if (url.startsWith('/live?from=')) {
+    reply(res, 200, await live(Number(url.slice('/live?from='.length)) || 0));
   } else if (url === '/stats') {
     reply(res, 200, await stats());
   } else if (url === '/metrics.json') {

@@ -47,6 +47,14 @@ export interface StatsReply {
   readonly cacheErrors: number;
 }
 
+/** GET /live?from=N → lag samples (ms) from index N, the next index, and gap / clear counts of all the worker's caches. */
+export interface LiveReply {
+  readonly lag: number[];
+  readonly next: number;
+  readonly gaps: Record<string, number>;
+  readonly clears: Record<string, number>;
+}
+
 /**
  * The cached value of a product: `{ v }` from the demo's loader, or the whole row (with
  * `version`, a decimal string) when write-behind stored it.

@@ -1,3 +1,5 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCluster } from '../worker-runtime/index.js';
 import { DemoUsageError, parseDemoArgs, usage, type DemoOptions } from './args.js';
@@ -5,11 +7,14 @@ import { serveDemoMetrics, type DemoLive } from './demo-metrics.js';
 import { drive, getJson, type DriverCounts } from './driver.js';
 import { DemoInfraError } from './errors.js';
 import { openInfra, type Infra } from './infra.js';
+import { LiveBoard } from './live.js';
+import { loadPageAssets, reportPage, servePage, type PageAssets } from './page-server.js';
 import { Progress } from './progress.js';
 import { productsTable, type ReadyInfo, type StatsReply, type WorkerConfig } from './protocol.js';
 import { skippedResult, summarize, type ScenarioResult } from './results.js';
 import type { RunInfo, Scenario, ScenarioContext } from './scenario.js';
 import { selectScenarios } from './scenarios/index.js';
+import { startSampler } from './sampler.js';
 import { renderTable, verdict } from './table.js';
 import { Truth } from './truth.js';
 
@@ -49,16 +54,19 @@ interface RunState {
   readonly progress: Progress;
   readonly metrics: boolean;
   live: DemoLive | undefined;
+  /** What the live page shows. */
+  readonly board: LiveBoard;
   /** HTTP ports of the running scenario's workers (for /metrics). */
   ports: () => (number | undefined)[];
 }
 
 /** One scenario: fresh workers, the load, the exact count, the workers' stats, then stop. */
-async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioResult> {
-  const { options, infra } = st;
+async function runScenario(scenario: Scenario, st: RunState, index: number): Promise<ScenarioResult> {
+  const { options, infra, board } = st;
   const ctx: ScenarioContext = { options, infra, redisUrl: infra.redisUrl, namespace: st.namespace, notes: [] };
   const reason = scenario.unavailable?.(ctx);
   if (reason !== undefined) return skippedResult(scenario, options.boundMs, reason);
+  board.status({ phase: 'setup', s: index });
   try {
     await scenario.setup?.(ctx);
     const config: WorkerConfig = {
@@ -76,7 +84,7 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
       const ports = (): (number | undefined)[] =>
         cluster.workers.map((w) => (w?.ready ? (w.info as ReadyInfo).port : undefined));
       st.ports = ports;
-      const truth = new Truth(await baseline(infra), Date.now());
+      const truth = new Truth(await baseline(infra), Date.now(), options.boundMs);
       const counts = newCounts();
       const load = new AbortController();
       const stopLoad = (): void => load.abort();
@@ -86,6 +94,7 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
         durationMs: options.durationMs,
         signal: load.signal,
         workerPids: () => cluster.workers.flatMap((w) => (w?.ready ? [w.pid] : [])),
+        mark: (label) => board.mark('chaos', label),
         at: (fraction) => new Promise<void>((resolve) => {
           if (load.signal.aborted) { resolve(); return; }
           const timer = setTimeout(done, Math.max(0, started + fraction * options.durationMs - Date.now()));
@@ -98,6 +107,8 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
         st.live = { scenario: scenario.name, reads: counts.reads, staleReads: truth.liveStale, writes: counts.writes, hits: counts.hits };
       }, 500);
       st.progress.start(scenario.name, options.durationMs, counts, truth);
+      board.status({ phase: 'load', s: index, loadStart: started, loadEnd: started + options.durationMs });
+      const sampler = startSampler({ board, s: index, counts, truth, ports, bus: scenario.bus });
       const during = scenario.during?.(ctx, run).catch((err: unknown) => { ctx.notes.push(`fault step failed: ${(err as Error)?.message ?? err}`); });
       try {
         await drive({
@@ -108,6 +119,8 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
         load.abort();
         st.abort.removeEventListener('abort', stopLoad);
         clearInterval(liveTimer);
+        await sampler.loadOver();
+        board.status({ phase: 'check', s: index });
       }
       const elapsed = Date.now() - started;
       await during;
@@ -119,6 +132,7 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
       const checked = scenario.verify === undefined || interrupted ? true : await scenario.verify(ctx, truth.latest(), workerStats)
         .catch((err: unknown) => { ctx.notes.push(`check failed: ${(err as Error)?.message ?? err}`); return false; });
       const stats = await workerStats();
+      await sampler.stop();
       const stale = truth.finish(options.boundMs);
       const result = { ...summarize(scenario, options.boundMs, elapsed, counts, stale, stats, ctx.notes, checked), interrupted };
       st.live = { scenario: scenario.name, reads: stale.reads, staleReads: stale.staleReads, writes: counts.writes, hits: counts.hits };
@@ -134,13 +148,16 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
   }
 }
 
-function header(o: DemoOptions, infra: Infra, metricsUrl: string | undefined): string {
+function header(o: DemoOptions, infra: Infra, port: number, note: string | undefined, assets: PageAssets | Error): string {
   const caches = o.workers * (1 + o.threads);
   return [
     `cachebus demo: ${o.workers} HTTP workers (node:cluster), each with its own cache and ${o.threads} piscina threads with one cache each = ${caches} local caches`,
     `${o.products} products, ${(o.durationMs / 1000).toFixed(1)} s per scenario, ${o.concurrency} requests in flight, ${(o.writeRatio * 100).toFixed(0)} % writes, staleness bound ${o.boundMs} ms`,
     `Redis ${redact(infra.redisUrl)} (${SOURCES[infra.redisSource]}); PostgreSQL ${redact(infra.databaseUrl)} (${SOURCES[infra.pgSource]}), schema ${infra.schema}`,
-    ...(metricsUrl ? [`/metrics: ${metricsUrl}`] : []),
+    assets instanceof Error
+      ? `live page: unavailable (${assets.message})`
+      : `live page: http://127.0.0.1:${port}/  (open it in a browser; charts update every second)`,
+    `/metrics: http://127.0.0.1:${port}/metrics${note ? ` (${note})` : ''}`,
   ].join('\n');
 }
 
@@ -168,6 +185,24 @@ export async function runDemo(argv: string[]): Promise<number> {
     throw err;
   }
 
+  // The page's files, and where --report goes: checked before anything starts.
+  let assets: PageAssets | Error;
+  try {
+    assets = loadPageAssets();
+  } catch (err) {
+    assets = err as Error;
+  }
+  if (options.report !== undefined) {
+    if (assets instanceof Error) {
+      console.error(`demo: cannot write --report: ${assets.message}`);
+      return 1;
+    }
+    if (!existsSync(dirname(resolve(options.report)))) {
+      console.error(`demo: --report ${options.report}: its directory does not exist\n\n${usage}`);
+      return 2;
+    }
+  }
+
   const abort = new AbortController();
   const progress = new Progress();
   let interrupted = false;
@@ -184,6 +219,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   let infra: Infra | undefined;
   const results: ScenarioResult[] = [];
   let metrics: Awaited<ReturnType<typeof serveDemoMetrics>> | undefined;
+  let board: LiveBoard | undefined;
   try {
     try {
       infra = await openInfra(options.products);
@@ -194,21 +230,31 @@ export async function runDemo(argv: string[]): Promise<number> {
       }
       throw err;
     }
+    const caches = `${options.workers} workers × (1 + ${options.threads} threads) = ${options.workers * (1 + options.threads)} local caches`;
+    board = new LiveBoard({ boundMs: options.boundMs, durationMs: options.durationMs, scenarios: selected.map((x) => x.name), caches });
     const st: RunState = {
       options, infra, namespace: `demo-${infra.prefix.slice(-8)}`, abort: abort.signal, progress, metrics: true, live: undefined,
-      ports: () => [],
+      board: board, ports: () => [],
     };
     const scrapeWorkers = async (): Promise<MetricJson[]> => (await Promise.all(st.ports().map((p) =>
       (p === undefined ? [] : getJson<MetricJson>(p, '/metrics.json').catch((): MetricJson => [])))));
-    metrics = await serveDemoMetrics(options.metricsPort, () => st.live, scrapeWorkers);
-    out(header(options, infra, `http://127.0.0.1:${metrics.port}/metrics${metrics.note ? ` (${metrics.note})` : ''}`));
+    metrics = await serveDemoMetrics(options.metricsPort, () => st.live, scrapeWorkers, (req, res) => servePage(req, res, board!, assets));
+    out(header(options, infra, metrics.port, metrics.note, assets));
     out('');
     for (const scenario of selected) {
       if (abort.signal.aborted) break;
-      results.push(await runScenario(scenario, st));
+      const r = await runScenario(scenario, st, selected.indexOf(scenario));
+      results.push(r);
+      st.board.result(r);
+    }
+    st.board.done(verdict(results, options.boundMs));
+    if (options.report !== undefined && !(assets instanceof Error)) {
+      writeFileSync(options.report, reportPage(assets, st.board.state));
+      out(`report: ${resolve(options.report)}`);
     }
   } finally {
     progress.stop();
+    board?.close(); // ends the page's event streams (the page keeps what it shows)
     await metrics?.close();
     await infra?.close();
     process.off('SIGINT', onSignal);

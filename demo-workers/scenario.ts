@@ -24,6 +24,8 @@ export interface RunInfo {
   at(fraction: number): Promise<void>;
   /** PIDs of the running HTTP workers (for faults such as SIGSTOP). */
   workerPids(): number[];
+  /** Puts a marker for a fault (what it is, in a few words) on the live page's charts, at the time of the call. */
+  mark(label: string): void;
 }
 
 /**

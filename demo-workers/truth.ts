@@ -27,15 +27,31 @@ export class Truth {
   readonly #rV: number[] = [];
   readonly #rStart: number[] = [];
   #liveStale = 0;
+  #liveBeyond = 0;
+  #liveAges: number[] = [];
+  readonly #boundMs: number;
 
-  /** `base`: each product's version in PostgreSQL when the scenario started, at time `since`. */
-  constructor(base: ReadonlyMap<number, number>, since: number) {
+  /**
+   * `base`: each product's version in PostgreSQL when the scenario started, at time `since`.
+   * `boundMs`: the live count of stale reads beyond it (the final count takes its own).
+   */
+  constructor(base: ReadonlyMap<number, number>, since: number, boundMs = Infinity) {
+    this.#boundMs = boundMs;
     for (const [id, v] of base) this.#commits.set(id, { versions: [v], times: [since] });
   }
 
   get reads(): number { return this.#rId.length; }
   /** Stale reads seen so far with the commits known so far (the final count may be higher). */
   get liveStale(): number { return this.#liveStale; }
+  /** Of those, the ones older than the bound (a lower bound of the final count). */
+  get liveBeyond(): number { return this.#liveBeyond; }
+
+  /** Ages (ms) of the stale reads seen live since the last call, unordered. */
+  drainLiveAges(): number[] {
+    const out = this.#liveAges;
+    this.#liveAges = [];
+    return out;
+  }
 
   commit(id: number, version: number, at: number): void {
     let c = this.#commits.get(id);
@@ -50,9 +66,16 @@ export class Truth {
     this.#rStart.push(start);
     const c = this.#commits.get(id);
     if (c === undefined) return;
+    // Age: from the earliest known newer commit (of the last 32) that was before the read.
+    let earliest = Infinity;
     for (let i = c.versions.length - 1; i >= Math.max(0, c.versions.length - 32); i--) {
-      if (c.versions[i]! > version && c.times[i]! < start) { this.#liveStale++; return; }
+      if (c.versions[i]! > version && c.times[i]! < start && c.times[i]! < earliest) earliest = c.times[i]!;
     }
+    if (earliest === Infinity) return;
+    this.#liveStale++;
+    const age = start - earliest;
+    if (age > this.#boundMs) this.#liveBeyond++;
+    if (this.#liveAges.length < 100_000) this.#liveAges.push(age);
   }
 
   /** The newest version recorded per product (the baseline included). */

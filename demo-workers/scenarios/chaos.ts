@@ -88,22 +88,30 @@ export const chaos: Scenario = {
     await run.at(0.25);
     if (run.signal.aborted) return;
     const killed = await killBusConnections(ctx.redisUrl, ctx.namespace);
+    run.mark(`CLIENT KILL (${killed} conns)`);
     ctx.notes.push(`CLIENT KILL ${killed} bus conns`);
     await run.at(0.35);
     if (run.signal.aborted) return;
-    if (await deleteStream(ctx.redisUrl, ctx.infra.prefix, ctx.namespace) > 0) ctx.notes.push('stream deleted and re-created');
+    if (await deleteStream(ctx.redisUrl, ctx.infra.prefix, ctx.namespace) > 0) {
+      run.mark('stream deleted, re-created');
+      ctx.notes.push('stream deleted and re-created');
+    }
     await run.at(0.4);
     if (run.signal.aborted) return;
+    run.mark('worker stopped (SIGSTOP)');
     const frozen = await freezeOneWorker(run.workerPids(), Math.floor(ctx.options.boundMs * 0.75), run.signal);
     if (frozen !== undefined) ctx.notes.push(`worker ${frozen} stopped (SIGSTOP) for ${Math.floor(ctx.options.boundMs * 0.75)} ms`);
     await run.at(0.5);
     if (run.signal.aborted) return;
     if (redis) {
+      run.mark('Redis restart (kill -9)');
       await redis.restart();
       s!.restarted = true;
       ctx.notes.push('Redis restarted');
     } else {
-      ctx.notes.push(`CLIENT KILL ${await killBusConnections(ctx.redisUrl, ctx.namespace)} more`);
+      const more = await killBusConnections(ctx.redisUrl, ctx.namespace);
+      run.mark(`CLIENT KILL (${more} conns)`);
+      ctx.notes.push(`CLIENT KILL ${more} more`);
     }
   },
 
