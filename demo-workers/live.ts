@@ -29,7 +29,8 @@ export interface Marker {
 
 /** Where the demo is. */
 export interface LiveStatus {
-  readonly phase: 'starting' | 'setup' | 'load' | 'check' | 'done';
+  /** `stopped`: the demo ended before its last scenario (an error; the terminal says which). */
+  readonly phase: 'starting' | 'setup' | 'load' | 'check' | 'done' | 'stopped';
   /** Index of the scenario in hand (-1: none yet). */
   readonly s: number;
   /** When its load started / ends (ms, wall clock), during `load`. */
@@ -145,6 +146,7 @@ export class LiveBoard {
 
   /** Sends what is pending, then tells every listener the stream ends. */
   close(): void {
+    if (this.state.status.phase !== 'done') this.state.status = { phase: 'stopped', s: this.state.status.s };
     this.flush();
     for (const fn of this.#listeners) {
       try { fn(null); } catch { /* already closed */ }

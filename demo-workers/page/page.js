@@ -215,6 +215,7 @@
     box.textContent = '';
     if (s.phase === 'done') box.textContent = report ? 'Finished run' : 'Finished: the table below is final';
     else if (s.phase === 'starting') box.textContent = 'Starting…';
+    else if (s.phase === 'stopped') box.textContent = 'The demo stopped before the end (the terminal says why); showing what arrived.';
     else if (s.phase === 'setup') box.textContent = 'Starting workers for ' + name + of;
     else if (s.phase === 'check') box.textContent = 'Checking ' + name + of;
     else {
@@ -307,10 +308,10 @@
     if (u.results) { st.results = u.results; st.verdict = u.verdict; }
     api.updates++;
     render();
-    if (st.status.phase === 'done') es.close(); // the demo is over: keep what is shown
+    if (st.status.phase === 'done' || st.status.phase === 'stopped') es.close(); // the demo is over: keep what is shown
   });
   es.onerror = function () {
-    if (st && st.status.phase === 'done') return;
+    if (st && (st.status.phase === 'done' || st.status.phase === 'stopped')) return;
     $('status').textContent = 'Disconnected from the demo (it ended or was stopped); showing what arrived.';
   };
   setInterval(function () { if (st && st.status.phase === 'load') status(); }, 250);
