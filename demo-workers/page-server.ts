@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -15,12 +15,15 @@ const PAGE_FILES: Record<string, string> = { 'page.js': 'text/javascript', 'page
 const UPLOT_FILES: Record<string, string> = { 'uPlot.iife.min.js': 'text/javascript', 'uPlot.min.css': 'text/css' };
 
 /**
- * Reads the page's files once. They are read from the source tree (dist/demo-workers/… →
- * demo-workers/page/) and from uPlot's package, so no build step copies them. Throws with a
- * readable message when one is missing (uPlot is a devDependency).
+ * Reads the page's files once. They are read from the source tree (demo-workers/page/) and from
+ * uPlot's package, so no build step copies them. Throws with a readable message when one is
+ * missing (uPlot is a devDependency; an image with dist/ only has no page).
  */
 export function loadPageAssets(): PageAssets {
-  const pageDir = fileURLToPath(new URL('../../demo-workers/page/', import.meta.url));
+  // Compiled: dist/demo-workers/page-server.js; run from source (tests): demo-workers/page-server.ts.
+  const pageDir = [new URL('../../demo-workers/page/', import.meta.url), new URL('./page/', import.meta.url)]
+    .map((u) => fileURLToPath(u)).find((d) => existsSync(join(d, 'index.html')));
+  if (pageDir === undefined) throw new Error('the page\'s files (demo-workers/page/) are not here');
   let uplotDir: string;
   try {
     uplotDir = dirname(createRequire(import.meta.url).resolve('uplot'));

@@ -13,6 +13,9 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
+import { LiveBoard } from '../demo-workers/live.js';
+import { loadPageAssets, reportPage } from '../demo-workers/page-server.js';
+import { Truth } from '../demo-workers/truth.js';
 import { DATABASE_URL } from './helpers/pg.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -88,6 +91,43 @@ async function until(page: Page, fn: () => boolean, timeout: number, what: strin
     throw new Error(`${what}: not seen within ${timeout} ms (status ${state}): ${(err as Error).message}`);
   }
 }
+
+describe('demo page: its data', () => {
+  it('the live stale count gives each stale read its age and counts those beyond the bound', () => {
+    const t = new Truth(new Map([[1, 1]]), 0, 1_000);
+    t.commit(1, 2, 100);
+    t.commit(1, 3, 900);
+    t.read(1, 1, 1_500); // older than v2 (committed at 100): 1400 ms, beyond the bound
+    t.read(1, 2, 1_000); // older than v3 (900): 100 ms
+    t.read(1, 3, 2_000); // current
+    expect([t.liveStale, t.liveBeyond]).toEqual([2, 1]);
+    expect(t.drainLiveAges()).toEqual([1_400, 100]);
+    expect(t.drainLiveAges()).toEqual([]);
+    const exact = t.finish(1_000);
+    expect([exact.staleReads, exact.staleBeyondBound]).toEqual([2, 1]);
+  });
+
+  it('the report inlines everything and data cannot close its <script>', () => {
+    const board = new LiveBoard({ boundMs: 1_000, durationMs: 1_000, scenarios: ['bus off'], caches: '1 cache' });
+    board.status({ phase: 'load', s: 0 });
+    board.mark('chaos', '</script><script>window.bad = 1</script>');
+    board.close();
+    const html = reportPage(loadPageAssets(), board.state);
+    expect(html).not.toMatch(/<(script|link)[^>]+(src|href)=/); // nothing fetched
+    expect(html).not.toContain('<script>window.bad');
+    expect(html.match(/<script>/g)?.length).toBe(html.match(/<\/script>/g)?.length);
+    expect(board.state.status.phase).toBe('stopped'); // closed before done
+  });
+
+  it('--report into a directory that does not exist: exit 2 before anything starts', async () => {
+    const c = spawn(process.execPath, [MAIN, '--report', join(tmp, 'no', 'such', 'dir', 'r.html')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    c.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const code = await new Promise<number | null>((resolve) => c.on('close', resolve));
+    expect(code).toBe(2);
+    expect(err).toMatch(/--report .*directory does not exist/);
+  });
+});
 
 describe('demo live page in chromium', () => {
   it.skipIf(!haveChromium)('shows stale reads with the bus off, none beyond the bound with it on, chaos markers; the report renders offline', async () => {
