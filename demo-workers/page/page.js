@@ -113,8 +113,11 @@
       if (chaos && def.labels) {
         ctx.fillStyle = CHAOS;
         var w = ctx.measureText(m.label).width, right = x + 3 * dpr + w > u.bbox.left + u.bbox.width;
-        ctx.textAlign = right ? 'right' : 'left';
-        ctx.fillText(m.label, right ? x - 3 * dpr : x + 3 * dpr, top + (11 + 11 * (labelY++ % 5)) * dpr);
+        var tx = right ? x - 3 * dpr - w : x + 3 * dpr, ty = top + (11 + 12 * (labelY++ % 5)) * dpr;
+        ctx.fillStyle = 'rgba(255,255,255,0.85)';
+        ctx.fillRect(tx - 2 * dpr, ty - 9 * dpr, w + 4 * dpr, 12 * dpr);
+        ctx.fillStyle = CHAOS;
+        ctx.fillText(m.label, tx, ty);
         ctx.textAlign = 'left';
       }
     });
