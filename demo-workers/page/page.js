@@ -100,7 +100,7 @@
         ctx.beginPath(); ctx.moveTo(u.bbox.left, y); ctx.lineTo(u.bbox.left + u.bbox.width, y); ctx.stroke();
       }
     }
-    var labelY = 0;
+    var labels = [];
     st.markers.forEach(function (m) {
       var mx = xOf(bs, m.s, m.t);
       if (mx == null) return;
@@ -110,16 +110,16 @@
       ctx.lineWidth = (chaos ? 2 : 1) * dpr;
       ctx.setLineDash(chaos ? [] : [3 * dpr, 3 * dpr]);
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + h); ctx.stroke();
-      if (chaos && def.labels) {
-        ctx.fillStyle = CHAOS;
-        var w = ctx.measureText(m.label).width, right = x + 3 * dpr + w > u.bbox.left + u.bbox.width;
-        var tx = right ? x - 3 * dpr - w : x + 3 * dpr, ty = top + (11 + 12 * (labelY++ % 5)) * dpr;
-        ctx.fillStyle = 'rgba(255,255,255,0.85)';
-        ctx.fillRect(tx - 2 * dpr, ty - 9 * dpr, w + 4 * dpr, 12 * dpr);
-        ctx.fillStyle = CHAOS;
-        ctx.fillText(m.label, tx, ty);
-        ctx.textAlign = 'left';
-      }
+      if (chaos && def.labels) labels.push({ x: x, text: m.label });
+    });
+    // Labels over every line, stacked, on a light background; left of the line near the right edge.
+    labels.forEach(function (l, k) {
+      var w = ctx.measureText(l.text).width, right = l.x + 3 * dpr + w > u.bbox.left + u.bbox.width;
+      var tx = right ? l.x - 3 * dpr - w : l.x + 3 * dpr, ty = top + (11 + 12 * (k % 5)) * dpr;
+      ctx.fillStyle = 'rgba(255,255,255,0.85)';
+      ctx.fillRect(tx - 2 * dpr, ty - 9 * dpr, w + 4 * dpr, 12 * dpr);
+      ctx.fillStyle = CHAOS;
+      ctx.fillText(l.text, tx, ty);
     });
     ctx.restore();
   }
