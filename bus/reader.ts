@@ -168,18 +168,22 @@ export class StreamReader {
    */
   #guard<T>(p: Promise<T>, ms: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const done = (): void => { clearTimeout(timer); this.#inFlight.delete(fail); };
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        timer = setTimeout(() => fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`)), ms);
+      };
+      const done = (): void => { clearTimeout(timer); this.#conn.off('ready', arm); this.#inFlight.delete(fail); };
       const fail = (err: Error): void => { done(); reject(err); };
-      const timer = setTimeout(() => {
-        fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`));
-      }, ms);
+      // The clock starts once the command can be sent: connecting has its own timeout (Bus.open, backoff).
+      if (this.#conn.status === 'ready') arm();
+      else this.#conn.once('ready', arm);
       this.#inFlight.add(fail);
       p.then((v) => { done(); resolve(v); }, (err: unknown) => { done(); reject(err); });
     });
   }
 
   /** How long a non-blocking command may take before the connection counts as stalled. */
-  get #commandMs(): number { return Math.max(1000, this.#opts.blockMs); }
+  get #commandMs(): number { return Math.max(2000, this.#opts.blockMs); }
 
   /** Forgets the position: adopts the stream as `info` shows it (the end, its epoch and chain head). */
   #adopt(info: StreamInfo | undefined): void {
