@@ -220,7 +220,7 @@ describe('as a user would: install-triggers, cachebus sidecar, psql', () => {
   it('psql UPDATE drops products:42 in every worker; SIGTERM stops the sidecar cleanly', async () => {
     const table = `${schema.name}.products`;
     const install = await run('node', [CLI, 'install-triggers', '--table', table, '--namespace', 'shop', '--database', DATABASE_URL]);
-    expect(install.stdout).toMatch(/installed cachebus_outbox_ins/);
+    expect(install.stdout).toMatch(/installed cachebus_shop_[0-9a-f]{8}_ins/);
 
     const workers = await Promise.all([1, 2, 3].map(() => WorkerProc.start({ redis: REDIS_URL, namespace: 'shop', prefix, maxEntries: 100 })));
     cleanups.push(() => Promise.all(workers.map((w) => w.stop())));
