@@ -27,6 +27,15 @@ async function terminate(pid: number, client: pg.ClientBase): Promise<void> {
   await ended;
 }
 
+/** Uncaught exceptions while the test runs (an 'error' event with no listener ends up here). */
+function watchCrashes(): Error[] {
+  const seen: Error[] = [];
+  const on = (err: Error): void => { seen.push(err); };
+  process.on('uncaughtException', on);
+  cleanups.push(async () => { process.off('uncaughtException', on); });
+  return seen;
+}
+
 /** A second, independent copy of the `pg` module (as with two versions in node_modules). */
 function otherPg(): typeof pg {
   const require = createRequire(import.meta.url);
@@ -94,6 +103,7 @@ describe('ambiguous COMMIT (issue 12 case 13)', () => {
 
 describe('terminated backends never crash the process (issue 12 case 14)', () => {
   it('cache.transaction: backend killed while the transaction is idle between statements', async () => {
+    const crashes = watchCrashes();
     const a = await make();
     await expect(a.transaction(schema.pool, async (t) => {
       await t.query('UPDATE accounts SET balance = 1 WHERE id = 1');
@@ -105,9 +115,11 @@ describe('terminated backends never crash the process (issue 12 case 14)', () =>
     // The pool is still usable, and the broken client was not handed out again.
     await a.transaction(schema.pool, async (t) => { await t.query('UPDATE accounts SET balance = 3 WHERE id = 2'); });
     expect(await balance(2)).toBe(3);
+    expect(crashes).toEqual([]);
   });
 
   it('entity.update: backend killed while its UPDATE waits for a row lock', async () => {
+    const crashes = watchCrashes();
     const a = await make({ pg: schema.pool });
     const accounts = a.entity({ name: 'accounts', columns: ['balance'] });
     const locker = await schema.pool.connect();
@@ -124,6 +136,7 @@ describe('terminated backends never crash the process (issue 12 case 14)', () =>
     await locker.query('ROLLBACK');
     // Still alive and working.
     expect(await accounts.update(2, { balance: 6 })).toMatchObject({ id: 2, balance: 6 });
+    expect(crashes).toEqual([]);
   });
 });
 
