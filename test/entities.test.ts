@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createCache, type Cache, errors } from '../worker-runtime/index.js';
+import { canonicalKey, type KeyKind } from '../bus/key-types.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { waitForEvent } from './helpers/wait.js';
@@ -193,5 +194,20 @@ describe('cache.entity', () => {
     await expect(pa.update('7x', { price: '1' })).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
     await expect(ta.delete('not-a-uuid')).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
     expect(published).toEqual([]);
+  });
+
+  it('canonicalKey agrees with Postgres for integer, numeric and uuid spellings', async () => {
+    const cases: [KeyKind, string, string][] = [];
+    for (const v of ['007', '-0', '+12', ' 42 ', '-00100', '0', '9223372036854775807']) cases.push(['integer', v, `'${v}'::bigint::text`]);
+    for (const v of ['7.500', '007.0', '-0.00', '1e3', '1.5E-3', '.5', '5.', '-12.3400e2', '0.000', '100', '1.23e-10', 'NaN'])
+      cases.push(['numeric', v, `trim_scale(${v === 'NaN' ? "'NaN'" : `'${v}'`}::numeric)::text`]);
+    for (const v of ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', 'a0eebc999c0b4ef8bb6d6bb9bd380a11'])
+      cases.push(['uuid', v, `'${v}'::uuid::text`]);
+    for (const [kind, input, sql] of cases) {
+      const pgText = (await schema.pool.query<{ t: string }>(`SELECT ${sql} AS t`)).rows[0]!.t;
+      expect([kind, input, canonicalKey(kind, input)]).toEqual([kind, input, pgText]);
+    }
+    expect(() => canonicalKey('integer', '1.5')).toThrow(/not an integer/);
+    expect(() => canonicalKey('integer', 2 ** 60)).toThrow(/exact integer/);
   });
 });
