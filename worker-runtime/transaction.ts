@@ -311,9 +311,10 @@ export async function runTransaction<V extends {}, T>(
       }
       // It may have committed: over-invalidating is safe, missing an invalidation is not.
       broken = err as Error;
-      await tx.committed(outer);
+      let published = 'its invalidations were published';
+      await tx.committed(outer).catch((e: Error) => { published = `publishing its invalidations failed too (${e.message})`; });
       throw new TransactionOutcomeUnknownError(
-        `the connection failed after COMMIT was sent: the transaction may have committed; its invalidations were published (${(err as Error).message})`,
+        `the connection failed after COMMIT was sent: the transaction may have committed; ${published} (${(err as Error).message})`,
         { cause: err },
       );
     }

@@ -255,7 +255,13 @@ export class OutboxRelay implements SidecarService {
         if (!released) c.release(true);
         released = true;
       });
-      await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      try {
+        await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      } catch (err) {
+        if (!released) c.release(true); // never leak the connection; retried on the next round
+        released = true;
+        throw err;
+      }
       if (this.#stopping) c.release();
       else this.#listener = c;
     })().catch(() => undefined).finally(() => { this.#listening = undefined; });
