@@ -76,6 +76,28 @@ describe('several namespaces on one table (issue 12 case 17)', () => {
     expect((await outbox()).map((r) => `${r.namespace}/${r.key}`)).toEqual(['admin/products:2']);
   });
 
+  it('replaces the triggers an older version installed (cachebus_outbox_*) for the same namespace, and only those', async () => {
+    // What the previous install-triggers created (one function per table, fixed trigger names).
+    await schema.pool.query(`CREATE TABLE cachebus_outbox (id bigserial PRIMARY KEY, namespace text NOT NULL, key text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp());
+      CREATE FUNCTION cachebus_outbox_products() RETURNS trigger LANGUAGE plpgsql AS $f$
+      BEGIN
+        INSERT INTO cachebus_outbox (namespace, key) SELECT 'shop', 'products:' || n."id"::text FROM cachebus_new n;
+        RETURN NULL;
+      END $f$;
+      CREATE TRIGGER cachebus_outbox_upd AFTER UPDATE ON products
+        REFERENCING OLD TABLE AS cachebus_old NEW TABLE AS cachebus_new FOR EACH STATEMENT EXECUTE FUNCTION cachebus_outbox_products();`);
+    await installTriggers(schema.pool, product, { namespace: 'admin' }); // another namespace: the old one stays
+    await schema.pool.query('UPDATE products SET price = 2 WHERE id = 1');
+    expect((await outbox()).map((r) => `${r.namespace}/${r.key}/${r.kind}`).sort()).toEqual(['admin/products:1/k', 'shop/products:1/k']);
+    await schema.pool.query('DELETE FROM cachebus_outbox');
+    const shop = await installTriggers(schema.pool, product, { namespace: 'shop' }); // same namespace: replaced
+    expect(shop.namespaces).toEqual(['admin', 'shop']);
+    await schema.pool.query('UPDATE products SET price = 3 WHERE id = 1');
+    expect((await outbox()).map((r) => `${r.namespace}/${r.key}`).sort()).toEqual(['admin/products:1', 'shop/products:1']);
+    expect((await schema.pool.query("SELECT 1 FROM pg_proc WHERE proname = 'cachebus_outbox_products'")).rowCount).toBe(0);
+  });
+
   it('the CLI says what is installed, per namespace, and what it removed', async () => {
     const table = `${schema.name}.products`;
     const cli = async (...args: string[]): Promise<string> => (await run('node', [CLI, 'install-triggers', '--table', table, '--database', DATABASE_URL, ...args])).stdout;
