@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { InvalidOptionError } from './errors.js';
 
 /** What a caller may pass as Postgres: a `pg.Pool` (not closed by cachebus) or a connection string. */
 export type PgInput = pg.Pool | string;
@@ -23,7 +24,7 @@ export function isPgPool(x: unknown): x is pg.Pool {
 export function openPg(input: PgInput | undefined, max = 4): PgHandle {
   if (isPgPool(input)) return { pool: input, owned: false };
   if (input !== undefined && typeof input !== 'string') {
-    throw new TypeError('a Postgres option must be a pg.Pool or a connection string');
+    throw new InvalidOptionError('the Postgres option (pg) must be a pg.Pool or a connection string');
   }
   const connectionString = input ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const pool = new pg.Pool({ connectionString, max });
