@@ -242,6 +242,29 @@ describe('relay', () => {
     expect(crashes).toEqual([]);
   });
 
+  it('a relay process whose backend is terminated mid-batch keeps running and relaying (issue 12 case 14)', async () => {
+    await installTriggers(schema.pool, product, { namespace: 'shop' });
+    const url = new URL(schema.url);
+    url.searchParams.set('application_name', `relay_proc_${prefix}`);
+    const child: ChildProcess = fork(`${FIXTURES}outbox-relay.js`, [JSON.stringify({
+      pg: url.toString(), redis: REDIS_URL, namespace: 'shop', prefix, pollMs: 20, listen: false, pauseOnce: true,
+    })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let exitCode: number | null | undefined;
+    const exited = new Promise((r) => child.once('exit', (code) => { exitCode = code; r(code); }));
+    cleanups.push(async () => { child.kill('SIGKILL'); await exited; });
+    const first = waitForEvent<{ event: string; keys: string[] }>(child, 'message', (m) => m.event === 'published', 15_000);
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 30');
+    expect((await first).keys).toEqual(['products:30']);
+    const killed = await schema.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_proc_${prefix}`]);
+    expect(killed.rowCount).toBe(1);
+    await until(async () => (await schema.pool.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_proc_${prefix}`])).rowCount === 0, 10_000, 'the backend gone');
+    child.send('go');
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 31');
+    await until(async () => exitCode !== undefined || (await streamKeys()).includes('products:31'), 15_000, 'a later change relayed');
+    expect(exitCode).toBeUndefined(); // still running
+    await until(async () => (await outboxKeys()).length === 0, 15_000, 'outbox drained');
+  });
+
   it('keys whose JSON encoding outgrows their bytes (quotes, backslashes) never make an entry a reader refuses (issue 12 case 16)', async () => {
     await schema.pool.query('CREATE TABLE things (id text PRIMARY KEY, v int NOT NULL)');
     const ids = Array.from({ length: 999 }, (_, i) => `t${i}${'\\"'.repeat(20)}`);
