@@ -68,6 +68,18 @@ export class TransactionRolledBackError extends CachebusError {
 }
 
 /**
+ * The connection was lost after COMMIT was sent (or Postgres answered it with a connection-level
+ * error): the transaction may or may not have committed. Its invalidations WERE published (an
+ * extra invalidation is harmless; a missed one is a stale value with no bound). Check the data
+ * before retrying a non-idempotent change. `cause` is the error the COMMIT got.
+ */
+export class TransactionOutcomeUnknownError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_TX_OUTCOME_UNKNOWN', message, options);
+  }
+}
+
+/**
  * Write-behind back-pressure: the entity already has `maxPending` rows waiting for Postgres
  * (Postgres down or too slow). The write was NOT accepted; retry later, or raise
  * options.maxPending if Redis has the memory.
@@ -120,6 +132,7 @@ export const errors = {
   ConnectionError,
   UnknownEntityError,
   TransactionRolledBackError,
+  TransactionOutcomeUnknownError,
   BackpressureError,
   ClusterError,
   BadEntryError,

@@ -14,8 +14,8 @@ export { Transaction, type TransactionDb, type TransactionOptions } from './tran
 export { EntityHandle, type Row, type Id } from './entity.js';
 export type { Entity, EntityDefinition } from '../bus/entities.js';
 export type { PgInput } from '../bus/pg.js';
-export { UnknownEntityError, TransactionRolledBackError } from '../bus/errors.js';
-export { installTriggers, uninstallTriggers, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
+export { UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError } from '../bus/errors.js';
+export { installTriggers, uninstallTriggers, installOutbox, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
 export {
   CacheMetrics, cacheMetrics, kMetricsDefaults, type CacheMetricsOptions,
 } from './metrics.js';
