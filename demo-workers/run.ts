@@ -85,6 +85,7 @@ async function runScenario(scenario: Scenario, st: RunState): Promise<ScenarioRe
       const run: RunInfo = {
         durationMs: options.durationMs,
         signal: load.signal,
+        workerPids: () => cluster.workers.flatMap((w) => (w?.ready ? [w.pid] : [])),
         at: (fraction) => new Promise<void>((resolve) => {
           if (load.signal.aborted) { resolve(); return; }
           const timer = setTimeout(done, Math.max(0, started + fraction * options.durationMs - Date.now()));

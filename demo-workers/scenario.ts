@@ -22,6 +22,8 @@ export interface RunInfo {
   readonly signal: AbortSignal;
   /** Resolves when `fraction` (0…1) of the load phase has passed, or at once when aborted. */
   at(fraction: number): Promise<void>;
+  /** PIDs of the running HTTP workers (for faults such as SIGSTOP). */
+  workerPids(): number[];
 }
 
 /**

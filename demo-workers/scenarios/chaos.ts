@@ -26,16 +26,46 @@ async function killBusConnections(url: string, namespace: string): Promise<numbe
   }
 }
 
+/** Deletes the invalidation stream; the next publish re-creates it under a new epoch. */
+async function deleteStream(url: string, prefix: string, namespace: string): Promise<number> {
+  const admin = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  admin.on('error', () => undefined);
+  try {
+    return await admin.del(`${prefix}:{${namespace}}:inval`);
+  } finally {
+    admin.disconnect();
+  }
+}
+
+/** Stops one worker with SIGSTOP for `ms` (longer than maxStaleMs), then lets it go on. */
+async function freezeOneWorker(pids: number[], ms: number, signal: AbortSignal): Promise<number | undefined> {
+  const pid = pids[Math.floor(Math.random() * pids.length)];
+  if (pid === undefined) return undefined;
+  process.kill(pid, 'SIGSTOP');
+  try {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void { clearTimeout(timer); signal.removeEventListener('abort', done); resolve(); }
+      signal.addEventListener('abort', done);
+    });
+  } finally {
+    try { process.kill(pid, 'SIGCONT'); } catch { /* it is gone */ }
+  }
+  return pid;
+}
+
 /**
- * Faults mid-run: at 25 % of the load one cache's bus connections are killed; at 50 % Redis is
- * killed (-9) and restarted empty on the same port, so every reader must detect the gap and
- * clear its cache. Restarting needs a redis-server the demo owns: its own throwaway one, or
+ * Faults mid-run: at 25 % of the load one cache's bus connections are killed; at 35 % the
+ * invalidation stream is deleted (publishers re-create it under a new epoch, so every reader
+ * must clear); at 40 % one worker is stopped with SIGSTOP for 1.5 × maxStaleMs (it must not
+ * serve what it held once it resumes); at 50 % Redis is killed (-9) and restarted empty on the
+ * same port, so every reader must detect the gap and clear its cache. Restarting needs a redis-server the demo owns: its own throwaway one, or
  * (when Redis was found on 127.0.0.1:6379) a private one for this scenario. With REDIS_URL
  * set the demo leaves that server alone and kills connections twice instead.
  */
 export const chaos: Scenario = {
   name: 'chaos',
-  summary: 'bus connections killed, Redis restarted mid-run: gaps detected, caches cleared, still bounded',
+  summary: 'bus connections killed, stream re-created, a worker frozen, Redis restarted: gaps detected, caches cleared, still bounded',
   bus: true,
   expect: 'bounded',
 
@@ -59,6 +89,13 @@ export const chaos: Scenario = {
     if (run.signal.aborted) return;
     const killed = await killBusConnections(ctx.redisUrl, ctx.namespace);
     ctx.notes.push(`CLIENT KILL ${killed} bus conns`);
+    await run.at(0.35);
+    if (run.signal.aborted) return;
+    if (await deleteStream(ctx.redisUrl, ctx.infra.prefix, ctx.namespace) > 0) ctx.notes.push('stream deleted and re-created');
+    await run.at(0.4);
+    if (run.signal.aborted) return;
+    const frozen = await freezeOneWorker(run.workerPids(), Math.floor(ctx.options.boundMs * 0.75), run.signal);
+    if (frozen !== undefined) ctx.notes.push(`worker ${frozen} stopped (SIGSTOP) for ${Math.floor(ctx.options.boundMs * 0.75)} ms`);
     await run.at(0.5);
     if (run.signal.aborted) return;
     if (redis) {
