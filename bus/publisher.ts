@@ -104,7 +104,7 @@ export class Publisher {
     let entries: string[][];
     try {
       entries = encode(
-        merged.clear ? { keys: [], tags: [], clear: true } : { keys: [...merged.keys], tags: [...merged.tags], clear: false },
+        { keys: [...merged.keys], tags: [...merged.tags], clear: merged.clear },
         { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
       );
     } catch (err) {
