@@ -13,6 +13,7 @@ import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
 import { DependencyGraph } from './dependencies.js';
 import { entityOf, type EntityHandle, type Row } from './entity.js';
+import { cacheOpenHooks } from './open-hooks.js';
 import { poolOf } from './pg-pool.js';
 import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
 import { runTransaction, type Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
@@ -134,7 +135,16 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     const every = Math.max(5, Math.min(1000, Math.floor(o.maxStaleMs / 10)));
     this.#watchdog = setInterval(() => this.#checkServable(), every);
     this.#watchdog.unref();
+    for (const hook of cacheOpenHooks) {
+      const dispose = await hook(this as unknown as Cache<{}>).catch((err: unknown) => { this.#error(err); });
+      if (dispose) this.#onClose.push(dispose);
+    }
     return this;
+  }
+
+  /** @internal Throws InvalidKeyError unless this cache accepts `key` (validation before any effect). */
+  assertKey(key: string): void {
+    this.#checkKey(key);
   }
 
   /** The bus (undefined for a local-only cache). */

@@ -3,7 +3,7 @@ import { type Entity, type EntityDefinition, EntityRegistry } from '../bus/entit
 import { InvalidValueError } from '../bus/errors.js';
 import type { CacheCore } from './scope.js';
 import { runTransaction, Transaction } from './transaction.js';
-import { upsertBehind } from './write-behind.js';
+import { assertWriteThrough, upsertBehind } from './write-behind.js';
 
 /** A row of an entity: column name to value (as `pg` returns it: bigint and numeric as strings). */
 export type Row = Record<string, unknown>;
@@ -86,6 +86,7 @@ export class EntityHandle<R extends Row = Row> {
    * Resolves with the updated row, or `undefined` if there is no such row.
    */
   async update(id: Id, patch: Partial<R>): Promise<R | undefined> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'update()');
     const cols = this.#columns(patch, false);
     if (cols.length === 0) throw new InvalidValueError(`${this.entity.name}.update: the patch sets no column`);
     const s = this.entity.sql;
@@ -104,6 +105,7 @@ export class EntityHandle<R extends Row = Row> {
   async upsert(row: R, options?: { readonly mode?: 'write-through' | 'write-behind' }): Promise<R> {
     // write-behind (docs/write-behind.md): durable in Redis now, in Postgres after the flush delay.
     if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row);
+    assertWriteThrough(this.#core.cache, this.entity.name, 'a write-through upsert()');
     const id = row[this.entity.key] as Id | undefined;
     if (id === undefined || id === null) throw new InvalidValueError(`${this.entity.name}.upsert: the row has no ${this.entity.key}`);
     const cols = this.#columns(row, true);
@@ -120,6 +122,7 @@ export class EntityHandle<R extends Row = Row> {
 
   /** Deletes one row; the invalidation is published after COMMIT. Resolves true if a row was deleted. */
   async delete(id: Id): Promise<boolean> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'delete()');
     const s = this.entity.sql;
     const sql = `DELETE FROM ${s.table} WHERE ${s.key} = $1 RETURNING ${s.key}`;
     let found = false;
