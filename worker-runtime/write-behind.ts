@@ -35,7 +35,7 @@ type Row = Record<string, unknown>;
 interface Waiter { readonly id: string; readonly loader: Loader<{}>; resolve(v: unknown): void; reject(e: unknown): void }
 
 /** A write-behind entity as the overlay reader knows it: from a local writeBehind() or from Redis. */
-interface Known { readonly entity: Entity; readonly overlay: string }
+interface Known { readonly name: string; readonly entity: Entity | undefined; readonly overlay: string }
 
 /** How often every cache re-reads the write-behind entities registered in Redis. */
 const kRefreshMs = 1_000;
@@ -63,7 +63,8 @@ class OverlayHook {
   /** Knows `entity` as write-behind (a local writer's definition wins over Redis's). */
   add(entity: Entity, local: boolean): void {
     if (!local && this.handles.has(entity.name)) return;
-    this.known.set(entity.name, { entity, overlay: writeBehindKeys(this.#keys, entity.name).overlay });
+    this.known.set(entity.name, { name: entity.name, entity, overlay: writeBehindKeys(this.#keys, entity.name).overlay });
+    this.#probes.delete(entity.name);
   }
 
   /** Reads the entities registered in Redis (invalid ones are ignored: the flusher reports them). */
@@ -73,29 +74,54 @@ class OverlayHook {
 
   readonly hook = (key: string, loader: Loader<{}>): Loader<{}> => {
     const i = key.indexOf(':');
-    const k = i > 0 ? this.known.get(key.slice(0, i)) : undefined;
-    if (k === undefined) return loader;
+    if (i <= 0) return loader;
+    const name = key.slice(0, i);
+    let k = this.known.get(name);
+    let probe = false;
+    if (k === undefined) {
+      // Not known as write-behind (yet): the entity may have been registered a moment ago. Its
+      // overlay is read anyway, side by side with the loader (no added latency): a pending row wins.
+      if (!IDENT.test(name)) return loader;
+      k = this.#probes.get(name);
+      if (k === undefined) this.#probes.set(name, (k = { name, entity: undefined, overlay: writeBehindKeys(this.#keys, name).overlay }));
+      probe = true;
+    }
     const id = key.slice(i + 1);
+    const known = k;
     return () => new Promise((resolve, reject) => {
       if (this.#batch.size === 0) queueMicrotask(() => this.#read());
-      let list = this.#batch.get(k);
-      if (list === undefined) this.#batch.set(k, (list = []));
-      list.push({ id, loader, resolve, reject });
+      let list = this.#batch.get(known);
+      if (list === undefined) this.#batch.set(known, (list = []));
+      let load = loader;
+      if (probe) {
+        const started = Promise.resolve().then(() => loader());
+        started.catch(() => undefined);
+        load = () => started;
+      }
+      list.push({ id, loader: load, resolve, reject });
     });
   };
+
+  readonly #probes = new Map<string, Known>();
 
   #read(): void {
     const batch = this.#batch;
     this.#batch = new Map();
     for (const [k, waiters] of batch) {
       this.#client.hmget(k.overlay, ...waiters.map((x) => x.id)).then(
-        (stored) => {
+        async (stored) => {
+          let entity = k.entity;
+          if (entity === undefined && stored.some((s) => s !== null)) {
+            // A pending row of an entity this cache did not know yet: learn it now.
+            await this.refresh().catch(() => undefined);
+            entity = this.known.get(k.name)?.entity;
+          }
           // Loaders of the rows not pending are called together, so batching loaders still batch.
           waiters.forEach((x, i) => {
             const s = stored[i];
-            if (s !== null && s !== undefined) {
+            if (s !== null && s !== undefined && entity !== undefined) {
               try {
-                x.resolve(pendingToRow(k.entity, parsePending(x.id, s)));
+                x.resolve(pendingToRow(entity, parsePending(x.id, s)));
               } catch (err) {
                 x.reject(err);
               }
@@ -114,6 +140,8 @@ class OverlayHook {
     }
   }
 }
+
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 const hooks = new WeakMap<object, OverlayHook>();
 

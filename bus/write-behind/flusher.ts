@@ -158,8 +158,8 @@ export class Flusher extends EventEmitter<FlusherEvents> {
   }
 
   async #parentPending(p: MissingParent): Promise<boolean> {
+    // The detail names the child's column; a single-column foreign key points at the parent's key.
     for (const ef of this.#byTable(p.table)) {
-      if (ef.entity.key !== p.columns[0]) continue;
       if (await this.#client.hexists(writeBehindKeys(this.keys, ef.entity.name).overlay, p.values[0]!) === 1) return true;
     }
     return false;
