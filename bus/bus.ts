@@ -22,6 +22,8 @@ export interface BusOptions {
   readonly connectTimeoutMs?: number | undefined;
   /** Skip the reader (publish-only clients such as the CLI's `publish`). */
   readonly publishOnly?: boolean | undefined;
+  /** Called when invalidations that failed to publish are waiting to be re-published (true) or all out (false). */
+  readonly onBacklog?: ((pending: boolean) => void) | undefined;
 }
 
 /** The URL without its password, for messages. */
@@ -68,6 +70,7 @@ export class Bus {
       maxEntryBytes: opts.maxEntryBytes,
       streamMaxLen: opts.streamMaxLen,
       streamMaxAgeMs: opts.streamMaxAgeMs,
+      onBacklog: opts.onBacklog,
     });
     if (!opts.publishOnly) {
       this.#reader = new StreamReader(
@@ -115,6 +118,9 @@ export class Bus {
   /** Entries ever added to the stream up to the reader's cursor (undefined without a reader). */
   get counted(): number | undefined { return this.#reader?.counted; }
 
+  /** Keys and tags whose publish failed, waiting to be re-published. */
+  get backlog(): number { return this.#publisher.backlog; }
+
   publish(inv: Partial<Invalidation>): Promise<string[]> {
     return this.#publisher.publish(inv);
   }
@@ -123,6 +129,7 @@ export class Bus {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#publisher.flushed();
+      this.#publisher.close();
       await this.#reader?.close();
       if (this.#owned) {
         if (this.client.status !== 'ready') this.client.disconnect();

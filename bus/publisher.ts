@@ -1,5 +1,7 @@
 import type { RedisClient } from './connection.js';
+import { backoff } from './connection.js';
 import { PublishError } from './errors.js';
+import { appendArgs, publishScript, type Trim } from './lua-append.js';
 import { encode, type Invalidation } from './wire.js';
 
 export interface PublisherOptions {
@@ -11,30 +13,57 @@ export interface PublisherOptions {
   readonly streamMaxLen: number;
   /** When set, approximate MINID retention of entries younger than this many ms (instead of MAXLEN). */
   readonly streamMaxAgeMs?: number | undefined;
+  /**
+   * Most keys and tags kept for re-publishing after failed publishes; past it, the backlog
+   * becomes one namespace clear. @defaultValue 10_000
+   */
+  readonly maxBacklog?: number | undefined;
+  /** Called when the backlog of unpublished invalidations becomes non-empty (true) or empty (false). */
+  readonly onBacklog?: ((pending: boolean) => void) | undefined;
 }
 
-interface Pending {
+interface Batch {
   keys: Set<string>;
   tags: Set<string>;
   clear: boolean;
+}
+
+interface Pending extends Batch {
   promise: Promise<string[]>;
   resolve: (ids: string[]) => void;
   reject: (err: unknown) => void;
 }
 
+const kMaxBacklog = 10_000;
+
 /**
- * Collects the invalidations made in one tick and writes them as one XADD (or a few, when
- * the batch is larger than maxEntryBytes) in one round trip.
+ * Collects the invalidations made in one tick and appends them, chained (bus/lua-append.ts),
+ * in one script call: one entry, or a few when the batch is larger than maxEntryBytes.
+ *
+ * A publish that fails (Redis unreachable) is not forgotten: its keys and tags go to a bounded
+ * backlog that is re-published with backoff, and with every later publish, until Redis takes
+ * it. Past `maxBacklog` the backlog becomes one namespace clear (over-invalidating is safe).
+ * `onBacklog` tells the cache, which does not serve local entries while a backlog is pending.
  */
 export class Publisher {
   readonly #client: RedisClient;
   readonly #opts: PublisherOptions;
   #pending: Pending | undefined;
   #inFlight = new Set<Promise<unknown>>();
+  #backlog: Batch | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #failures = 0;
+  #closed = false;
 
   constructor(client: RedisClient, opts: PublisherOptions) {
     this.#client = client;
     this.#opts = opts;
+  }
+
+  /** Keys and tags (a clear counts as one) waiting to be re-published. */
+  get backlog(): number {
+    const b = this.#backlog;
+    return b === undefined ? 0 : b.keys.size + b.tags.size + (b.clear ? 1 : 0);
   }
 
   /** Queues an invalidation; resolves with the stream IDs once the batch is in the stream. */
@@ -53,42 +82,98 @@ export class Publisher {
     return p.promise;
   }
 
-  /** Resolves once every publish issued so far has settled. */
+  /** Resolves once every publish issued so far has settled (the backlog is not waited for). */
   async flushed(): Promise<void> {
     while (this.#pending !== undefined || this.#inFlight.size > 0) {
       await Promise.allSettled([...this.#inFlight, ...(this.#pending ? [this.#pending.promise] : [])]);
     }
   }
 
+  /** Stops re-publishing the backlog. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+  }
+
+  /** Appends a batch (plus the whole backlog) to the stream; on failure the batch joins the backlog. */
+  #send(batch: Batch): Promise<string[]> {
+    const o = this.#opts;
+    const backlog = this.#backlog;
+    this.#backlog = undefined;
+    const merged: Batch = backlog === undefined ? batch : mergeInto(mergeInto({ keys: new Set(), tags: new Set(), clear: false }, backlog), batch);
+    let entries: string[][];
+    try {
+      entries = encode(
+        merged.clear ? { keys: [], tags: [], clear: true } : { keys: [...merged.keys], tags: [...merged.tags], clear: false },
+        { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
+      );
+    } catch (err) {
+      // Not publishable as given (a key too large for an entry): refused, never retried.
+      this.#backlog = backlog;
+      return Promise.reject(err);
+    }
+    const trim: Trim =
+      o.streamMaxAgeMs !== undefined
+        ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
+        : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
+    const run = (): Promise<string[]> => publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim));
+    return run().then(
+      (ids) => {
+        this.#failures = 0;
+        if (backlog !== undefined && this.#backlog === undefined) o.onBacklog?.(false);
+        return ids;
+      },
+      (err: unknown) => {
+        const had = this.#backlog !== undefined || backlog !== undefined;
+        this.#backlog = this.#backlog === undefined ? merged : mergeInto(merged, this.#backlog);
+        this.#bound();
+        if (!had) o.onBacklog?.(true);
+        this.#scheduleRetry();
+        throw new PublishError(
+          `XADD to ${o.stream} failed: ${(err as Error)?.message ?? err} (kept; it is published once Redis answers)`,
+          { cause: err },
+        );
+      },
+    );
+  }
+
+  /** Past maxBacklog, the backlog becomes a namespace clear. */
+  #bound(): void {
+    const b = this.#backlog;
+    if (b !== undefined && !b.clear && b.keys.size + b.tags.size > (this.#opts.maxBacklog ?? kMaxBacklog)) {
+      this.#backlog = { keys: new Set(), tags: new Set(), clear: true };
+    }
+  }
+
+  #scheduleRetry(): void {
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      const b = this.#backlog;
+      if (b === undefined || this.#closed) return;
+      this.#failures++;
+      this.#track(this.#send({ keys: new Set(), tags: new Set(), clear: false }).catch(() => undefined));
+    }, backoff(this.#failures, 50, 2_000));
+    this.#retryTimer.unref();
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#inFlight.add(p);
+    void p.finally(() => this.#inFlight.delete(p));
+  }
+
   #flush(): void {
     const p = this.#pending;
     if (p === undefined) return;
     this.#pending = undefined;
-    const o = this.#opts;
-    const entries = encode(
-      { keys: [...p.keys], tags: [...p.tags], clear: p.clear },
-      { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
-    );
-    const trim: (string | number)[] =
-      o.streamMaxAgeMs !== undefined
-        ? ['MINID', '~', `${Date.now() - o.streamMaxAgeMs}-0`]
-        : o.streamMaxLen > 0 ? ['MAXLEN', '~', o.streamMaxLen] : [];
-    const run = async (): Promise<string[]> => {
-      if (entries.length === 1) {
-        return [(await this.#client.xadd(o.stream, ...trim, '*', ...entries[0]!)) as string];
-      }
-      const pipe = this.#client.multi();
-      for (const fields of entries) pipe.xadd(o.stream, ...trim, '*', ...fields);
-      const res = (await pipe.exec()) ?? [];
-      return res.map(([err, id]) => {
-        if (err) throw err;
-        return id as string;
-      });
-    };
-    const done = run().then(p.resolve, (err: unknown) =>
-      p.reject(new PublishError(`XADD to ${o.stream} failed: ${(err as Error)?.message ?? err}`, { cause: err })),
-    );
-    this.#inFlight.add(done);
-    void done.finally(() => this.#inFlight.delete(done));
+    const done = this.#send(p).then(p.resolve, p.reject);
+    this.#track(done);
   }
+}
+
+function mergeInto(into: Batch, from: Batch): Batch {
+  for (const k of from.keys) into.keys.add(k);
+  for (const t of from.tags) into.tags.add(t);
+  if (from.clear) into.clear = true;
+  return into;
 }

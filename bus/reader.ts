@@ -37,42 +37,67 @@ interface StreamInfo {
   readonly lastId: string;
   readonly maxDeletedId: string;
   readonly entriesAdded: number;
+  /** The stream's epoch (bus/lua-append.ts); undefined when nothing chained was ever published. */
+  readonly epoch: string | undefined;
+  /** The last chained entry published (the epoch group's last-delivered-id). */
+  readonly head: string | undefined;
 }
 
-
-/** The `o` field of raw entry fields, without decoding the rest. */
-function originOf(fields: unknown): string | undefined {
-  if (!Array.isArray(fields)) return undefined;
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'o') return fields[i + 1] as string;
-  return undefined;
+/** The fields a reader needs before decoding: origin and the chain fields (both p and e, or neither). */
+function peekFields(fields: unknown): { o: string | undefined; p: string | undefined; e: string | undefined } {
+  let o: unknown, p: unknown, e: unknown;
+  if (Array.isArray(fields)) {
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const name: unknown = fields[i];
+      if (name === 'o') o = fields[i + 1];
+      else if (name === 'p') p = fields[i + 1];
+      else if (name === 'e') e = fields[i + 1];
+    }
+  }
+  const chained = typeof p === 'string' && typeof e === 'string';
+  return { o: typeof o === 'string' ? o : undefined, p: chained ? p as string : undefined, e: chained ? e as string : undefined };
 }
+
+/** A Redis command that did not answer in time (a stalled connection). */
+class StalledError extends Error {}
 
 /**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
- * consumer group. Gap detection (invariant I2) needs no extra round trip: each XREAD is
- * pipelined behind a small Lua script returning the XINFO STREAM counters, which report the
- * stream as it was just before the read.
+ * consumer group (docs/guarantees.md, I2 and I3).
  *
- * The reader counts every entry it reads, so it knows how many entries were ever added up to
- * its cursor (`counted`). Then, in the snapshot:
- * - `entries-added - length` (entries deleted so far) > counted: an entry after the cursor
- *   was trimmed or deleted before we read it. (Redis 7.0 updates `max-deleted-entry-id` on
- *   XDEL only, not on trims, so it is checked too but cannot be relied on alone.)
- * - `last-generated-id` == cursor but `entries-added` differs from what we counted, fewer
- *   entries added than counted, or the end behind the cursor: the stream was re-created
- *   (deleted, Redis flushed or restarted with no persistence).
- * - the stream is missing while we had read from it; the server's run_id changed.
+ * **Per-entry continuity.** Entries published through the chain script (bus/lua-append.ts)
+ * name their predecessor (`p`) and the stream's epoch (`e`). Before an entry is applied, the
+ * reader checks that `p` is the last chained entry it applied and `e` the epoch it knows;
+ * otherwise it reports a gap (the cache clears) first. A trim or XDEL of an unread entry, a
+ * re-created stream, or a failover that lost entries is thus caught before anything after
+ * the hole is applied, whenever it happened.
  *
- * On a gap the reader calls `onGap` (the cache clears itself there), then resumes from the
- * stream's current end.
+ * **Before each read**, pipelined in the same write as the XREAD (no extra round trip), a Lua
+ * script reports the stream's counters, epoch and chain head. They catch what has no later
+ * chained entry to show it: the stream gone or re-created, a deleted chained entry the cursor
+ * already passed, and (for entries of foreign publishers, which carry no chain fields) the
+ * count of entries deleted: `entries-added - length` greater than the entries up to the
+ * cursor means one was deleted unread. **After a read** that returned everything, the cursor
+ * must have reached the stream end the script saw; if not, an entry was deleted unread.
+ *
+ * **Proofs are as old as their read.** `onCaughtUp(at)` passes the time the read was *sent*:
+ * a reply that sat in a socket while the process was frozen proves nothing newer.
+ *
+ * **Every command is guarded**: when the connection closes or a reply does not come in time
+ * (a silent partition), the command fails, the connection is re-made, and the reader
+ * re-syncs; nothing waits forever.
  */
 export class StreamReader {
   readonly #conn: RedisClient;
   readonly #opts: ReaderOptions;
   readonly #h: ReaderHandlers;
   #cursor = ZERO_ID;
-  /** entries-added value that matches #cursor when no entry was missed. */
-  #counted = 0;
+  /** entries-added value that matches #cursor when no entry was missed; undefined after a per-entry gap, until re-synced. */
+  #counted: number | undefined = 0;
+  /** The epoch of the chained entries this reader follows (undefined: none seen yet). */
+  #epoch: string | undefined;
+  /** The last chained entry this reader applied (or knew of when it synced). */
+  #head = ZERO_ID;
   #runId: string | undefined;
   /** Cluster: `host:port/run_id` of the master serving the stream when last synced. */
   #owner: string | undefined;
@@ -82,8 +107,8 @@ export class StreamReader {
   #closed = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
-  /** Rejects the read in flight when the connection closes (ioredis drops it silently). */
-  #dropped: ((err: Error) => void) | undefined;
+  /** Rejects every guarded command in flight when the connection closes (ioredis drops them silently). */
+  readonly #inFlight = new Set<(err: Error) => void>();
 
   constructor(conn: RedisClient, opts: ReaderOptions, handlers: ReaderHandlers) {
     this.#conn = conn;
@@ -98,21 +123,24 @@ export class StreamReader {
       });
     }
     conn.on('close', () => {
-      this.#dropped?.(new Error('connection closed'));
+      for (const reject of [...this.#inFlight]) reject(new Error('connection closed'));
       if (!this.#closed && this.#status === 'ready') this.#setStatus('reconnecting');
     });
   }
 
   get status(): ReaderStatus { return this.#status; }
   get cursor(): string { return this.#cursor; }
-  /** Entries ever added to the stream up to the cursor (`entries-added - counted` = entries behind). */
-  get counted(): number { return this.#counted; }
+  /** Entries ever added to the stream up to the cursor (`entries-added - counted` = entries behind); undefined while unknown. */
+  get counted(): number | undefined { return this.#counted; }
+  /** The stream epoch the reader follows. */
+  get epoch(): string | undefined { return this.#epoch; }
 
-  /** Captures the stream's current end (before the cache serves), then starts the read loop. */
+  /** Captures the stream's end (before the cache serves), then starts the read loop. */
   async start(): Promise<void> {
+    const sentAt = performance.now();
     await this.#sync(true);
     this.#setStatus('ready');
-    this.#h.onCaughtUp(performance.now());
+    this.#h.onCaughtUp(sentAt);
     this.#loop = this.#run();
   }
 
@@ -121,6 +149,7 @@ export class StreamReader {
     this.#closed = true;
     this.#wake?.();
     this.#conn.disconnect();
+    for (const reject of [...this.#inFlight]) reject(new Error('reader closed'));
     this.#setStatus('closed');
     await this.#loop;
   }
@@ -132,9 +161,36 @@ export class StreamReader {
     this.#h.onStatus(next, prev);
   }
 
-  #gap(cause: GapCause, detail: string, info: StreamInfo | undefined): void {
+  /**
+   * Settles with `p`, or rejects when the connection closes or no reply came within `ms`.
+   * Every command of the reader goes through here: with auto-resend off, ioredis drops a
+   * command in flight on reconnect, and a silent partition never answers.
+   */
+  #guard<T>(p: Promise<T>, ms: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const done = (): void => { clearTimeout(timer); this.#inFlight.delete(fail); };
+      const fail = (err: Error): void => { done(); reject(err); };
+      const timer = setTimeout(() => {
+        fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`));
+      }, ms);
+      this.#inFlight.add(fail);
+      p.then((v) => { done(); resolve(v); }, (err: unknown) => { done(); reject(err); });
+    });
+  }
+
+  /** How long a non-blocking command may take before the connection counts as stalled. */
+  get #commandMs(): number { return Math.max(1000, this.#opts.blockMs); }
+
+  /** Forgets the position: adopts the stream as `info` shows it (the end, its epoch and chain head). */
+  #adopt(info: StreamInfo | undefined): void {
     this.#cursor = info?.lastId ?? ZERO_ID;
     this.#counted = info?.entriesAdded ?? 0;
+    this.#epoch = info?.epoch;
+    this.#head = info?.head ?? ZERO_ID;
+  }
+
+  #gap(cause: GapCause, detail: string, info: StreamInfo | undefined): void {
+    this.#adopt(info);
     this.#h.onGap(cause, detail);
   }
 
@@ -144,7 +200,7 @@ export class StreamReader {
     if (conn instanceof Cluster) {
       if (await this.#syncOwner(conn, initial)) return;
     } else {
-      const runId = parseInfo(await conn.info('server')).get('run_id');
+      const runId = parseInfo(await this.#guard(conn.info('server'), this.#commandMs)).get('run_id');
       if (!initial && this.#runId !== undefined && runId !== this.#runId) {
         this.#runId = runId;
         this.#gap('restart', `Redis run_id changed to ${runId}`, await this.#info());
@@ -153,19 +209,15 @@ export class StreamReader {
       this.#runId = runId;
     }
     const info = await this.#info();
-    if (initial) {
-      this.#cursor = info?.lastId ?? ZERO_ID;
-      this.#counted = info?.entriesAdded ?? 0;
-    } else {
-      this.#check(info);
-    }
+    if (initial) this.#adopt(info);
+    else this.#check(info);
   }
 
   /**
    * Cluster: the failover rule. A promoted replica may lack the newest entries its master
-   * acknowledged, and a reader that had not read them yet cannot tell from any count. So when
-   * the master serving the stream is another node (or the same address with a new run_id), the
-   * reader reports a 'restart' gap, as for a restarted standalone Redis. True when it did.
+   * acknowledged. When the master serving the stream is another node (or the same address
+   * with a new run_id), the reader reports a 'restart' gap, as for a restarted standalone
+   * Redis (the chain would catch the loss only once a later entry arrives). True when it did.
    */
   async #syncOwner(conn: Cluster, initial: boolean): Promise<boolean> {
     const stream = this.#opts.stream;
@@ -173,7 +225,7 @@ export class StreamReader {
     for (let i = 0; identity === undefined; i++) {
       await this.#info(); // routes a keyed command first, so ioredis knows the slot's master
       const before = slotOwner(conn, stream);
-      identity = await slotOwnerIdentity(conn, stream);
+      identity = await this.#guard(slotOwnerIdentity(conn, stream), this.#commandMs);
       if (identity !== undefined && !identity.startsWith(`${before}/`)) identity = undefined; // moved meanwhile
       if (identity === undefined && i >= 2) throw new Error(`no reachable master serves ${stream} yet`);
     }
@@ -192,29 +244,42 @@ export class StreamReader {
     return this.#ownerLost || !owner.startsWith(`${slotOwner(this.#conn as Cluster, this.#opts.stream)}/`);
   }
 
-  async #info(): Promise<StreamInfo | undefined> {
-    const r = await streamInfoScript.run<[number, string, string, number] | null>(this.#conn, [this.#opts.stream], []);
-    if (r === null) return undefined;
-    return { length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]) };
+  #info(): Promise<StreamInfo | undefined> {
+    return this.#guard(this.#infoUnguarded(), this.#commandMs);
   }
 
+  async #infoUnguarded(): Promise<StreamInfo | undefined> {
+    const r = await streamInfoScript.run<[number, string, string, number, string, string] | null>(this.#conn, [this.#opts.stream], []);
+    if (r === null) return undefined;
+    return {
+      length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]),
+      epoch: r[4] ? String(r[4]) : undefined, head: r[5] ? String(r[5]) : undefined,
+    };
+  }
 
-  /** Compares the stream as it was just before a read with what this reader has counted. */
+  /** Compares the stream as it was just before a read with what this reader has seen. */
   #check(info: StreamInfo | undefined): void {
     const cur = this.#cursor;
+    const counted = this.#counted;
     if (info === undefined) {
-      if (cur !== ZERO_ID || this.#counted !== 0) this.#gap('missing', `stream is gone (cursor ${cur})`, undefined);
+      if (cur !== ZERO_ID || counted !== 0 || this.#epoch !== undefined) this.#gap('missing', `stream is gone (cursor ${cur})`, undefined);
       return;
     }
     const deleted = info.entriesAdded - info.length;
-    if (info.entriesAdded < this.#counted) {
-      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${this.#counted}`, info);
-    } else if (deleted > this.#counted || compareStreamIds(info.maxDeletedId, cur) > 0) {
-      this.#gap('trimmed', `${deleted - this.#counted} entries after cursor ${cur} were deleted unread`, info);
+    if (this.#epoch !== undefined && info.epoch !== this.#epoch) {
+      this.#gap('reset', `stream epoch is ${info.epoch ?? 'gone'}, reader followed ${this.#epoch} (the stream was re-created)`, info);
+    } else if (counted !== undefined && info.entriesAdded < counted) {
+      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${counted}`, info);
+    } else if ((counted !== undefined && deleted > counted) || compareStreamIds(info.maxDeletedId, cur) > 0) {
+      this.#gap('trimmed', `entries after cursor ${cur} were deleted unread`, info);
     } else if (compareStreamIds(info.lastId, cur) < 0) {
       this.#gap('reset', `stream end ${info.lastId} is behind cursor ${cur}`, info);
-    } else if (info.lastId === cur && info.entriesAdded !== this.#counted) {
-      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${this.#counted}`, info);
+    } else if (counted !== undefined && info.lastId === cur && info.entriesAdded !== counted) {
+      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${counted}`, info);
+    } else if (info.head !== undefined && info.head !== this.#head && compareStreamIds(info.head, cur) <= 0) {
+      this.#gap('trimmed', `chained entry ${info.head} was deleted before this reader read it (cursor ${cur})`, info);
+    } else if (counted === undefined && info.lastId === cur) {
+      this.#counted = info.entriesAdded; // caught up: counting is exact again
     }
   }
 
@@ -228,22 +293,21 @@ export class StreamReader {
           await this.#sync(false);
           resync = false;
         }
-        const dropped = new Promise<never>((_, reject) => { this.#dropped = reject; });
-        // Both commands go out in one write; the counters answer at once, XREAD when entries arrive.
+        // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
+        const sentAt = performance.now();
         const infoP = this.#info();
-        const readP = this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor);
-        for (const p of [dropped, infoP, readP]) p.catch(() => undefined); // each is awaited below
-        const info = await Promise.race([infoP, dropped]);
+        const readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+        readP.catch(() => undefined); // awaited below, unless the script failed first
+        const info = await infoP;
         if (this.#ownerMoved()) {
           // Counts from another master prove nothing: let the read finish, then re-sync (failover rule).
-          await Promise.race([readP, dropped]).catch(() => undefined);
+          await readP.catch(() => undefined);
           resync = true;
           continue;
         }
         this.#check(info);
-        const reply = await Promise.race([readP, dropped]);
+        const reply = await readP;
         if (this.#ownerMoved()) { resync = true; continue; } // the reply may come from a new master
-        this.#dropped = undefined;
         if (this.#closed) break;
         failures = 0;
         this.#setStatus('ready');
@@ -251,14 +315,22 @@ export class StreamReader {
         if (reply) {
           const entries = (reply as [string, [string, unknown][]][])[0]?.[1] ?? [];
           n = entries.length;
-          this.#apply(entries);
+          this.#apply(entries, info);
         }
-        if (n < count) this.#h.onCaughtUp(performance.now());
+        if (n < count) {
+          // This read returned every entry after the cursor: it must have reached the end the
+          // script saw just before it. If not, an entry was deleted before it could be read.
+          if (info !== undefined && compareStreamIds(info.lastId, this.#cursor) > 0) {
+            this.#gap('trimmed', `entries up to ${info.lastId} were deleted before this reader read them (cursor ${this.#cursor})`, info);
+          }
+          this.#h.onCaughtUp(sentAt);
+        }
       } catch (err) {
         if (this.#closed) break;
         this.#h.onError(err);
         this.#setStatus('reconnecting');
         resync = true;
+        if (err instanceof StalledError) this.#conn.disconnect(true); // a silent partition: make a new connection
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
           setTimeout(resolve, backoff(failures++)).unref();
@@ -268,16 +340,34 @@ export class StreamReader {
     }
   }
 
-  #apply(entries: [string, unknown][]): void {
+  /**
+   * Applies entries in stream order. A chained entry is applied only after its continuity is
+   * proven (its predecessor is the last chained entry applied, its epoch the one followed);
+   * otherwise the gap is reported first. `info` is the stream as the script saw it before the read.
+   */
+  #apply(entries: [string, unknown][], info: StreamInfo | undefined): void {
     const { origin, secret, maxEntryBytes } = this.#opts;
     for (const [id, fields] of entries) {
       if (compareStreamIds(id, this.#cursor) <= 0) continue; // already covered by a gap reset
+      const f = peekFields(fields);
+      if (f.p !== undefined) {
+        if (this.#epoch !== undefined && f.e !== this.#epoch) {
+          this.#counted = undefined;
+          this.#h.onGap('reset', `entry ${id} is of stream epoch ${f.e}, reader followed ${this.#epoch} (the stream was re-created)`);
+        } else if (f.p !== this.#head) {
+          this.#counted = undefined;
+          this.#h.onGap('trimmed', `entry ${id} follows ${f.p}, but the last chained entry this reader applied is ${this.#head}`);
+        }
+        this.#epoch = f.e;
+        this.#head = id;
+      }
       this.#cursor = id;
-      this.#counted++;
+      if (this.#counted !== undefined) this.#counted++;
+      if (info !== undefined && id === info.lastId) this.#counted = info.entriesAdded;
       // Our own echo was applied locally when published: skip it before decoding (a publisher
       // would otherwise re-parse every key it sends). With signing on, decode first, so that a
       // forged origin cannot suppress invalidations.
-      if (secret === undefined && originOf(fields) === origin) continue;
+      if (secret === undefined && f.o === origin) continue;
       let entry: DecodedEntry;
       try {
         entry = decode(id, fields, { secret, maxEntryBytes });

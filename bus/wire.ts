@@ -1,5 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { BadEntryError, InvalidKeyError } from './errors.js';
+import { CHAIN_FIELDS_BYTES } from './lua-append.js';
 
 /**
  * Wire format of one invalidation stream entry (docs/wire-format.md). Plain string fields,
@@ -12,6 +13,8 @@ import { BadEntryError, InvalidKeyError } from './errors.js';
  *   g  tags, a JSON array of strings              (optional)
  *   c  "1" to clear every cache of the namespace  (optional)
  *   s  HMAC-SHA256 hex of the canonical string    (required when signing is on)
+ *   p  ID of the previous chained entry           (added by the publish script, bus/lua-append.ts)
+ *   e  the stream's epoch                         (added by the publish script)
  *
  * At least one of k, g, c must be present.
  */
@@ -28,6 +31,10 @@ export interface DecodedEntry extends Invalidation {
   readonly origin: string;
   /** Publish time in ms (the `t` field, or the entry ID's ms part). */
   readonly time: number;
+  /** The previous chained entry (`p`), when published through the chain script. */
+  readonly prev?: string | undefined;
+  /** The stream's epoch (`e`), when published through the chain script. */
+  readonly epoch?: string | undefined;
 }
 
 export function canonical(v: string, o: string, t: string, k: string, g: string, c: string): string {
@@ -45,17 +52,42 @@ export interface EncodeOptions {
   readonly maxEntryBytes: number;
 }
 
+/** UTF-8 bytes of a string; exact, with a fast path for short ASCII-sized strings. */
+export function byteSize(s: string): number {
+  return s.length < 64 && !/[^\x00-\x7f]/.test(s) ? s.length : Buffer.byteLength(s);
+}
+
+/** Bytes one key or tag takes inside its field's JSON array (its JSON string and a comma). */
+export function encodedItemBytes(item: string): number {
+  return byteSize(JSON.stringify(item)) + 1;
+}
+
+/** Bytes of an entry as a reader measures it: every field name and value, in UTF-8. */
+export function entryBytes(fields: readonly string[]): number {
+  let n = 0;
+  for (const f of fields) n += byteSize(f);
+  return n;
+}
+
 /**
- * Encodes one invalidation as one or more XADD field lists, each below `maxEntryBytes`.
+ * Encodes one invalidation as one or more XADD field lists. Each entry, as written (JSON
+ * escaping included, plus the chain fields the publish script adds), is at most
+ * `maxEntryBytes`: a reader never receives an entry it would refuse (invariant I7).
  * A batch too large for one entry is split by keys/tags; `clear` rides in the first entry.
  */
 export function encode(inv: Invalidation, opts: EncodeOptions): string[][] {
-  const budget = opts.maxEntryBytes - 256 - opts.origin.length;
+  const t = String(opts.time);
+  // v, o, t, k, g, c, s names and fixed values; "[" "]" twice; the signature; the chain fields.
+  const fixed = 7 + 1 + byteSize(opts.origin) + t.length + 1 + 4 + (opts.secret !== undefined ? 64 : 0) + CHAIN_FIELDS_BYTES;
+  const budget = opts.maxEntryBytes - fixed;
   const chunks: { keys: string[]; tags: string[] }[] = [];
   let cur = { keys: [] as string[], tags: [] as string[] };
   let size = 0;
   const push = (list: 'keys' | 'tags', item: string): void => {
-    const cost = Buffer.byteLength(item) + 3;
+    const cost = encodedItemBytes(item);
+    if (cost > budget) {
+      throw new InvalidKeyError(`a ${list === 'keys' ? 'key' : 'tag'} is ${cost} bytes as encoded on the wire, above what options.maxEntryBytes (${opts.maxEntryBytes}) leaves for it`);
+    }
     if (size + cost > budget && (cur.keys.length > 0 || cur.tags.length > 0)) {
       chunks.push(cur);
       cur = { keys: [], tags: [] };
@@ -67,7 +99,6 @@ export function encode(inv: Invalidation, opts: EncodeOptions): string[][] {
   for (const k of inv.keys) push('keys', k);
   for (const g of inv.tags) push('tags', g);
   chunks.push(cur);
-  const t = String(opts.time);
   return chunks.map((ch, i) => {
     const k = ch.keys.length > 0 ? JSON.stringify(ch.keys) : '';
     const g = ch.tags.length > 0 ? JSON.stringify(ch.tags) : '';
@@ -108,6 +139,7 @@ export function decode(id: string, fields: unknown, opts: DecodeOptions): Decode
   }
   let bytes = 0;
   let v: string | undefined, o = '', t = '', k = '', g = '', c = '', s: string | undefined;
+  let p: string | undefined, e: string | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name: unknown = fields[i];
     const value: unknown = fields[i + 1];
@@ -123,9 +155,13 @@ export function decode(id: string, fields: unknown, opts: DecodeOptions): Decode
       case 'g': g = value; break;
       case 'c': c = value; break;
       case 's': s = value; break;
+      case 'p': p = value; break;
+      case 'e': e = value; break;
       default: break; // unknown fields are ignored, for forward compatibility
     }
   }
+  // UTF-8 is at most 3 bytes per UTF-16 unit: count exactly only when it could matter.
+  if (bytes * 3 > opts.maxEntryBytes) bytes = entryBytes(fields as string[]);
   if (bytes > opts.maxEntryBytes) {
     throw new BadEntryError('oversized', `entry is ${bytes} bytes, above maxEntryBytes ${opts.maxEntryBytes}`);
   }
@@ -148,15 +184,21 @@ export function decode(id: string, fields: unknown, opts: DecodeOptions): Decode
   }
   let time = t ? Number(t) : NaN;
   if (!Number.isFinite(time)) time = Number(id.slice(0, id.indexOf('-')));
-  return { id, origin: o, time, keys, tags, clear };
+  return { id, origin: o, time, keys, tags, clear, prev: p, epoch: e };
 }
 
-/** Throws InvalidKeyError unless `key` is a non-empty string of at most `maxBytes` UTF-8 bytes. */
+/**
+ * Throws InvalidKeyError unless `key` is a non-empty string of at most `maxBytes` UTF-8 bytes
+ * as encoded on the wire (a JSON string: quotes, backslashes and control characters escaped).
+ */
 export function assertKey(key: string, maxBytes: number, what = 'key'): void {
   if (typeof key !== 'string' || key.length === 0) {
     throw new InvalidKeyError(`${what} must be a non-empty string (got ${typeof key === 'string' ? '""' : typeof key})`);
   }
-  if (key.length * 3 > maxBytes && Buffer.byteLength(key) > maxBytes) {
-    throw new InvalidKeyError(`${what} is ${Buffer.byteLength(key)} bytes, above options.maxKeyBytes (${maxBytes})`);
+  if (key.length + 2 > maxBytes / 6) {
+    const bytes = encodedItemBytes(key) - 1;
+    if (bytes > maxBytes) {
+      throw new InvalidKeyError(`${what} is ${bytes} bytes as encoded on the wire (JSON), above options.maxKeyBytes (${maxBytes})`);
+    }
   }
 }

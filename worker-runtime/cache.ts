@@ -45,6 +45,11 @@ interface Flight<V> {
 
 const EMPTY: readonly string[] = [];
 
+/** Reasons a cache holds off serving local entries (bits of #holds). */
+const kHoldClosed = 1;
+const kHoldSourceClosed = 2;
+const kHoldBacklog = 4;
+
 /**
  * A worker's local cache kept coherent by the namespace's invalidation stream.
  * Create it with `createCache`.
@@ -64,8 +69,18 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   readonly #keyTags = new Map<string, readonly string[]>();
   #bus: Bus | undefined;
   #relay: RelayClient | undefined;
-  #servable = true;
-  #caughtUpAt = performance.now();
+  /**
+   * performance.now() past which local entries are not served (I3): the send time of the last
+   * read that proved the reader caught up, plus maxStaleMs. Checked on every hit, so neither a
+   * blocked event loop nor a frozen process can outlive it. Infinity for a local-only cache;
+   * -Infinity while held (closed, relay hub closed, unpublished invalidations pending).
+   */
+  #until = Infinity;
+  #proofAt = performance.now();
+  /** Reasons local entries are not served whatever the proof says. */
+  #holds = 0;
+  /** What the last `servable` event said (events only; serving never depends on it). */
+  #servableSaid = true;
   #watchdog: NodeJS.Timeout | undefined;
   #emitHits = false;
   #closed = false;
@@ -101,18 +116,24 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   async open(): Promise<this> {
     const o = this.#o;
     if (o.redis === false) return this;
+    this.#refreshUntil();
     const relay = resolveRelayMode(o.relay);
     const handlers: ReaderHandlers = {
       onEntry: (e) => this.#onEntry(e),
       onGap: (cause, detail) => this.#onGap(cause, detail),
       onBadEntry: (reason, id, message) => {
         this.stats.badEntries[reason]++;
-        this.emit('badEntry', { reason, id, message });
+        this.#emitSafe('badEntry', { reason, id, message });
       },
-      onStatus: (status, previous) => this.emit('status', { status, previous }),
+      onStatus: (status, previous) => {
+        if (!this.#closed) this.#hold(kHoldSourceClosed, status === 'closed'); // a closed hub proves nothing more
+        this.#emitSafe('status', { status, previous });
+      },
       onCaughtUp: (at) => {
-        this.#caughtUpAt = at;
-        if (!this.#servable) this.#checkServable();
+        if (at > this.#proofAt) this.#proofAt = at;
+        if ((this.#holds & kHoldSourceClosed) !== 0 && at > Number.NEGATIVE_INFINITY) this.#holds &= ~kHoldSourceClosed; // a new proof: a source again
+        this.#refreshUntil();
+        if (!this.#servableSaid) this.#checkServable();
       },
       onError: (err) => this.#error(err),
     };
@@ -129,6 +150,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
         maxEntryBytes: o.maxEntryBytes, streamMaxLen: o.streamMaxLen, streamMaxAgeMs: o.streamMaxAgeMs,
         readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
         publishOnly: this.#relay !== undefined,
+        onBacklog: (pending) => this.#hold(kHoldBacklog, pending),
       },
       handlers,
     ).catch((err: unknown) => { this.#relay?.close(); throw err; });
@@ -156,7 +178,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   /** Local bytes, as measured by sizeOf (0 without maxBytes). */
   get bytes(): number { return this.#store.bytes; }
   /** false while the bus is not provably current (I3): local entries are not served. */
-  get servable(): boolean { return this.#servable; }
+  get servable(): boolean { return this.#isServable(); }
   /** The stale-read sampler (undefined when options.staleSampleRate is 0). */
   get staleSampler(): StaleSampler<V> | undefined { return this.#sampler; }
 
@@ -166,20 +188,18 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
    * is returned to its callers but not stored (I1). `undefined` from the loader is not stored.
    */
   get(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
-    if (this.#servable) {
-      const v = this.#store.get(key);
-      if (v !== undefined) {
-        this.stats.hits++;
-        if (this.#emitHits) this.emit('hit', key);
-        return v;
-      }
+    const v = this.#store.get(key);
+    if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
+      this.stats.hits++;
+      if (this.#emitHits) this.emit('hit', key);
+      return v;
     }
     return this.#miss(key, loader, options);
   }
 
   /** The local value if present and servable; never loads. Counts a hit or a miss. */
   peek(key: string): V | undefined {
-    const v = this.#servable ? this.#store.get(key) : undefined;
+    const v = this.#isServable() ? this.#store.get(key) : undefined;
     if (v !== undefined) this.stats.hits++;
     else this.stats.misses++;
     return v;
@@ -224,7 +244,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      this.#servable = false;
+      this.#hold(kHoldClosed, true);
       clearInterval(this.#watchdog);
       this.#sampler?.close();
       this.#relay?.close();
@@ -318,7 +338,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
       cache: this,
       scopes: this.#scopes,
       publish: (inv) => this.#publish(inv, true),
-      peek: (key) => (this.#servable ? this.#store.peek(key) : undefined),
+      peek: (key) => (this.#isServable() ? this.#store.peek(key) : undefined),
       tagsOf: (key) => this.#keyTags.get(key),
       apply: (keys, tags, reason) => this.applyInvalidation(keys, tags, reason),
       clearLocal: () => { this.#clearLocal('local'); },
@@ -346,15 +366,13 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
 
   /** `get` with the stale-read sampler: the same hit branch, plus one countdown per hit. */
   #sampledGet(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
-    if (this.#servable) {
-      const v = this.#store.get(key);
-      if (v !== undefined) {
-        this.stats.hits++;
-        if (this.#emitHits) this.emit('hit', key);
-        const sampler = this.#sampler!;
-        if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
-        return v;
-      }
+    const v = this.#store.get(key);
+    if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
+      this.stats.hits++;
+      if (this.#emitHits) this.emit('hit', key);
+      const sampler = this.#sampler!;
+      if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
+      return v;
     }
     return this.#miss(key, loader, options);
   }
@@ -371,7 +389,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     if (this.#missHook !== undefined) loader = this.#missHook(key, loader); // write-behind overlay first (I6)
     const scope = this.#scopes.getStore();
     if (scope?.get !== undefined) return scope.get(key, loader, options); // loads in a transaction stay private
-    if (!this.#servable) this.stats.unservableReads++;
+    if (!this.#isServable()) this.stats.unservableReads++;
     const existing = this.#flights.get(key);
     if (existing !== undefined) return existing.promise;
     // Linked while loading, so that an invalidation of a source poisons this load too (I1).
@@ -384,26 +402,29 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.stats.loads++;
     /** Retires the flight; a load that stored nothing leaves no dependency edges behind. */
     const settle = (stored: boolean): void => {
-      if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined) this.dependencies.unlink(key);
+      // Another load of the key may have started since (this one was poisoned): its edges stay.
+      if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined && (this.#flights.get(key) ?? flight) === flight) {
+        this.dependencies.unlink(key);
+      }
       if (this.#flights.get(key) === flight) this.#flights.delete(key);
     };
     void (async () => {
       let stored = false;
       try {
         const value = await loader();
-        if (!flight.poisoned && this.#servable && value !== undefined) {
+        if (!flight.poisoned && this.#isServable() && value !== undefined) {
           this.#put(key, value, options);
           stored = true;
         } else if (flight.poisoned) {
           this.stats.loadsDiscarded++;
         }
         settle(stored);
-        this.emit('load', { key, durationMs: performance.now() - started, stored });
+        this.#emitSafe('load', { key, durationMs: performance.now() - started, stored });
         resolveFlight(value);
       } catch (error) {
         settle(false);
         this.stats.loadErrors++;
-        this.emit('load', { key, durationMs: performance.now() - started, stored, error });
+        this.#emitSafe('load', { key, durationMs: performance.now() - started, stored, error });
         rejectFlight(error);
       }
     })();
@@ -456,7 +477,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     if (this.dependencies.size > 0) this.dependencies.unlink(key);
     if (had) {
       this.stats.keysDropped++;
-      if (this.listenerCount('drop') > 0) this.emit('drop', { key, reason });
+      if (this.listenerCount('drop') > 0) this.#emitSafe('drop', { key, reason });
     }
     return had;
   }
@@ -484,7 +505,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#keyTags.clear();
     this.dependencies.clearLinks();
     this.stats.clears[cause]++;
-    this.emit('clear', { cause, entries: n });
+    this.#emitSafe('clear', { cause, entries: n });
     return n;
   }
 
@@ -492,13 +513,13 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.stats.evictions[reason]++;
     if (this.#keyTags.size > 0) this.#untag(key);
     if (this.dependencies.size > 0) this.dependencies.unlink(key);
-    if (this.listenerCount('drop') > 0) this.emit('drop', { key, reason });
+    if (this.listenerCount('drop') > 0) this.#emitSafe('drop', { key, reason });
   }
 
   #onEntry(e: DecodedEntry): void {
     this.stats.entriesReceived++;
     const dropped = e.clear ? this.#clearLocal('remote') : this.applyInvalidation(e.keys, e.tags, e.tags.length > 0 ? 'tag' : 'invalidate');
-    this.emit('received', {
+    this.#emitSafe('received', {
       id: e.id, origin: e.origin, keys: e.keys.length, tags: e.tags.length, clear: e.clear,
       lagMs: Date.now() - e.time, dropped,
     });
@@ -507,15 +528,41 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   #onGap(cause: GapCause, detail: string): void {
     this.stats.gaps[cause]++;
     this.#clearLocal('gap');
-    this.emit('gap', { cause, detail });
+    this.#emitSafe('gap', { cause, detail });
   }
 
+  #isServable(): boolean {
+    return this.#until === Infinity || performance.now() <= this.#until;
+  }
+
+  #refreshUntil(): void {
+    this.#until = this.#holds !== 0 ? -Infinity : this.#proofAt + this.#o.maxStaleMs;
+  }
+
+  #hold(reason: number, on: boolean): void {
+    this.#holds = on ? this.#holds | reason : this.#holds & ~reason;
+    if (this.#o.redis !== false || reason === kHoldClosed) this.#refreshUntil();
+    this.#checkServable();
+  }
+
+  /** Emits the `servable` event on a change (metrics and logs; serving itself reads #until). */
   #checkServable(): void {
-    const staleForMs = performance.now() - this.#caughtUpAt;
-    const servable = !this.#closed && staleForMs <= this.#o.maxStaleMs;
-    if (servable !== this.#servable) {
-      this.#servable = servable;
-      this.emit('servable', { servable, staleForMs });
+    const servable = !this.#closed && this.#isServable();
+    if (servable !== this.#servableSaid) {
+      this.#servableSaid = servable;
+      this.#emitSafe('servable', { servable, staleForMs: performance.now() - this.#proofAt });
+    }
+  }
+
+  /**
+   * Emits to listeners on the invalidation and load paths; a listener that throws is reported
+   * as an error and never changes what is dropped, stored or published.
+   */
+  #emitSafe<K extends keyof CacheEvents>(event: K, ...args: CacheEvents[K]): void {
+    try {
+      (this.emit as (e: K, ...a: CacheEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.#error(err);
     }
   }
 
@@ -528,7 +575,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     try {
       const ids = await bus.publish(inv);
       this.stats.entriesPublished += ids.length;
-      this.emit('published', { keys: inv.keys?.length ?? 0, tags: inv.tags?.length ?? 0, clear: inv.clear ?? false, ids });
+      this.#emitSafe('published', { keys: inv.keys?.length ?? 0, tags: inv.tags?.length ?? 0, clear: inv.clear ?? false, ids });
     } catch (err) {
       this.stats.publishErrors++;
       throw err instanceof PublishError ? err : new PublishError(String(err), { cause: err });
