@@ -217,6 +217,18 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     await this.#publish({ keys: [key] });
   }
 
+  /**
+   * @internal Stores a value in this process only, poisoning its loads in flight, for a value
+   * whose invalidation a script already appended to the stream atomically with the write
+   * (write-behind). Ignores batch and transaction scopes (the write is durable at once).
+   */
+  setLocal(key: string, value: V): void {
+    this.#assertOpen();
+    this.#checkKey(key);
+    this.#poison(key);
+    this.#put(key, value, undefined);
+  }
+
   /** Drops the keys here at once; resolves once the invalidation is in the stream. */
   async invalidate(...keys: string[]): Promise<void> {
     this.#assertOpen();

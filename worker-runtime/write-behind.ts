@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type pg from 'pg';
 import type { Entity, EntityDefinition } from '../bus/entities.js';
 import { defineEntity } from '../bus/entities.js';
@@ -178,13 +177,6 @@ export function assertWriteThrough(cache: object, entity: string, operation: str
 }
 
 /**
- * Runs a function outside any `cache.batch` / `cache.transaction` scope (the context captured
- * when this module loaded): a write-behind write is durable at once, so its local update and
- * invalidation must neither wait for a COMMIT nor vanish with a ROLLBACK.
- */
-const outsideScopes = AsyncLocalStorage.snapshot();
-
-/**
  * A write-behind entity of a cache: `write` is acknowledged once the row is durable in Redis,
  * and Postgres is written later by the flusher (`cachebus sidecar`, or an embedded `Flusher`).
  * Create it with `writeBehind(cache, definition)`.
@@ -215,18 +207,19 @@ export class WriteBehindEntity<R extends Row = Row> {
   get stats(): Readonly<WriterStats> { return this.#writer.stats; }
 
   /**
-   * Writes a whole row (columns left out become null) behind Postgres: assigns its version and
-   * makes it durable in Redis in one atomic step (overlay + dirty mark), stores it in the local
-   * cache, tells every other worker to drop its copy, and resolves. Postgres gets the row after
-   * `flushDelayMs`. Rejects with BackpressureError (E_WB_BACKPRESSURE) when the entity already
+   * Writes a whole row (columns left out become null) behind Postgres: validates it, then in one
+   * atomic Redis script (one round trip) assigns its version, makes it durable (overlay + dirty
+   * mark) and appends its invalidation to the stream; stores it in the local cache and resolves.
+   * Postgres gets the row after `flushDelayMs`. Rejects with BackpressureError (E_WB_BACKPRESSURE) when the entity already
    * has `maxPending` rows waiting; then nothing was written.
    */
   async write(row: R): Promise<WriteResult> {
     if (this.#closing !== undefined) throw new ClosedError('write-behind entity');
     // The row and its cache key are validated before the script runs: a rejected write changed nothing.
     const p = await this.#writer.write(row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
-    // After the row is durable (I4); cache.set poisons this process's loads of the key in flight.
-    await outsideScopes(() => this.#cache.set(this.entity.cacheKey(p.id), pendingToRow(this.entity, p)));
+    // The script made the row durable AND appended its invalidation (one atomic step, I4): only
+    // this process's copy is left to update (its loads of the key in flight are poisoned).
+    this.#cache.setLocal(this.entity.cacheKey(p.id), pendingToRow(this.entity, p));
     return { id: p.id, version: p.version };
   }
 
@@ -285,7 +278,7 @@ export async function writeBehind<R extends Row = Row>(
     if (cache.listenerCount('error') > 0) cache.emit('error', err);
     else console.error(`[cachebus:${cache.namespace}] write-behind ${entity.name}: ${(err as Error)?.message ?? err}`);
   };
-  const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError);
+  const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError, (keys) => bus.appendArgsFor({ keys }));
   await publishDefinition(bus.client, shared, entity);
   await warnIfNotDurable(bus.client);
   const handle = new WriteBehindEntity<R>(cache, entity, writer, ticks, hook, options.pg);

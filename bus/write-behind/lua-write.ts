@@ -1,11 +1,14 @@
+import { LUA_APPEND } from '../lua-append.js';
 import { LUA_NOW, Script } from '../script.js';
 
-/** Makes write-behind rows durable in one atomic step. */
-export const writeScript = new Script('write', 6, String.raw`--[[
+/** Makes write-behind rows durable and tells every cache, in one atomic step. */
+export const writeScript = new Script('write', 7, String.raw`--[[
   write: assigns versions, sets the pending overlay (each row tagged with the hash of the
-  definition it was written with) and marks the rows dirty, atomically; records that definition
-  (so a Redis that lost its data learns it again from the first write after the loss). A row
-  refused for back-pressure changes nothing.
+  definition it was written with) and marks the rows dirty; records that definition (so a
+  Redis that lost its data learns it again from the first write after the loss); and appends
+  the invalidation of the rows' cache keys to the stream (chained, bus/lua-append.ts) — all
+  atomically, so no crash can leave the rows pending without the other workers being told. A
+  row refused for back-pressure changes nothing (when every row is refused, nothing is appended).
 
   Input:
     KEYS[1] overlay  hash  id -> "<version>:<definition hash>:<row json>"
@@ -14,16 +17,20 @@ export const writeScript = new Script('write', 6, String.raw`--[[
     KEYS[4] tick     string, last flush slot that has a tick job
     KEYS[5] entities hash  entity name -> its newest definition (json)
     KEYS[6] defs     hash  "<entity name>:<definition hash>" -> definition (json)
+    KEYS[7] stream   the invalidation stream
     ARGV[1] flush delay, ms
     ARGV[2] most pending rows of the entity, 0 for no bound
     ARGV[3] entity name
     ARGV[4] definition hash
     ARGV[5] definition json
-    ARGV[6], ARGV[7], ... id, row json, id, row json, ...
+    ARGV[6] number of rows, n
+    ARGV[7], ARGV[8], ... id, row json, id, row json, ... (2n values)
+    ARGV[7 + 2n] ... appendArgs(invalidation entries of the rows' cache keys)
   Output:
     { tick delay ms (-1: no tick to add), tick slot, pending rows, version per row (0: refused) }
 ]]
 ${LUA_NOW}
+${LUA_APPEND}
 local delay = tonumber(ARGV[1])
 local maxPending = tonumber(ARGV[2])
 local due = now + delay
@@ -35,7 +42,8 @@ if last < floor then redis.call('SET', KEYS[3], string.format('%.0f', floor)) en
 local out = { -1, 0, 0 }
 local wrote = false
 local prefix = ':' .. ARGV[4] .. ':'
-for i = 6, #ARGV, 2 do
+local rowsEnd = 6 + 2 * tonumber(ARGV[6])
+for i = 7, rowsEnd, 2 do
   local id = ARGV[i]
   if maxPending > 0 and pending >= maxPending and redis.call('HEXISTS', KEYS[1], id) == 0 then
     out[#out + 1] = 0
@@ -53,6 +61,7 @@ if wrote then
   if redis.call('HSETNX', KEYS[6], ARGV[3] .. ':' .. ARGV[4], ARGV[5]) == 1 or redis.call('HEXISTS', KEYS[5], ARGV[3]) == 0 then
     redis.call('HSET', KEYS[5], ARGV[3], ARGV[5])
   end
+  cachebus_append_all(KEYS[7], ARGV, rowsEnd + 1)
   local slotMs = math.max(delay, 10)
   local slot = math.floor(due / slotMs) + 1
   local prev = tonumber(redis.call('GET', KEYS[4]) or '0')

@@ -58,8 +58,8 @@ export interface WriterStats {
 
 /**
  * The bus side of write-behind for one entity: rows written in the same tick go to Redis in
- * one atomic script call (version, overlay, dirty mark), then a tick job is added if the flush
- * slot has none yet. Knows nothing of caches.
+ * one atomic script call (version, overlay, dirty mark, definition, the invalidation entry),
+ * then a tick job is added if the flush slot has none yet. Knows nothing of caches.
  */
 export class WriteBehindWriter {
   readonly entity: Entity;
@@ -70,10 +70,19 @@ export class WriteBehindWriter {
   readonly #o: Required<WriterOptions>;
   readonly #ticks: TickQueue;
   readonly #onError: (err: unknown) => void;
+  readonly #stream: string;
+  readonly #appendArgs: (keys: string[]) => string[];
   #queue: Queued[] = [];
   readonly #inFlight = new Set<Promise<void>>();
 
-  constructor(client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined, onError: (err: unknown) => void) {
+  /**
+   * `appendArgs` encodes the invalidation of the written rows' cache keys for the write script
+   * (`Bus.appendArgsFor`): the script appends it to the stream itself, atomically with the rows.
+   */
+  constructor(
+    client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined,
+    onError: (err: unknown) => void, appendArgs: (keys: string[]) => string[],
+  ) {
     if (entity.version === undefined) {
       throw new InvalidOptionError(`entity ${entity.name}: write-behind needs a version column (definition.version)`);
     }
@@ -84,6 +93,8 @@ export class WriteBehindWriter {
     this.#o = resolveWriterOptions(options);
     this.#ticks = ticks;
     this.#onError = onError;
+    this.#stream = bus.stream;
+    this.#appendArgs = appendArgs;
   }
 
   get options(): Readonly<Required<WriterOptions>> { return this.#o; }
@@ -130,13 +141,15 @@ export class WriteBehindWriter {
 
   async #run(batch: Queued[]): Promise<void> {
     const e = this.entity;
-    const args: (string | number)[] = [this.#o.flushDelayMs, this.#o.maxPending, e.name, e.hash, e.json];
+    const args: (string | number)[] = [this.#o.flushDelayMs, this.#o.maxPending, e.name, e.hash, e.json, batch.length];
     for (const q of batch) args.push(q.id, q.json);
     const k = this.keys;
     let out: number[];
     try {
+      args.push(...this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]));
       this.stats.scripts++;
-      out = await writeScript.run<number[]>(this.#client, [k.overlay, k.dirty, k.version, k.tick, this.#shared.entities, this.#shared.defs], args);
+      out = await writeScript.run<number[]>(
+        this.#client, [k.overlay, k.dirty, k.version, k.tick, this.#shared.entities, this.#shared.defs, this.#stream], args);
     } catch (err) {
       for (const q of batch) q.reject(err);
       return;
