@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Entity } from '../entities.js';
 import { InvalidOptionError } from '../errors.js';
@@ -53,6 +54,15 @@ function textsOf(e: Entity, rows: readonly PendingRow[]): (string | null)[][] {
   });
 }
 
+/** true when `text` is a JSON document other than `null` (JSON null would become SQL NULL in json_to_recordset). */
+function isJsonText(text: string): boolean {
+  try {
+    return JSON.parse(text) !== null;
+  } catch {
+    return false;
+  }
+}
+
 const TYPE_RE = /^[A-Za-z0-9_ ."[\]]+$/;
 
 /**
@@ -100,12 +110,42 @@ export function makeUpsert(e: Entity, method: UpsertMethod): Upsert {
   const casts = (t: string[], alias: string): string => t.map((ty, i) => `${alias}.c${i}::${ty}`).join(', ');
   switch (method) {
     case 'json': {
-      let text: string | undefined;
+      // jsonb values that are JSON already (objects, valid JSON text) ride in the document as
+      // JSON (no escaping, no second parse); a batch with a jsonb text that is not JSON, or JSON
+      // null text, uses the all-text statement, whose cast refuses or keeps it as write-through does.
+      const names = columnsOf(e).names;
+      let fast: string | undefined;
+      let slow: string | undefined;
+      let forTypes: string[] | undefined;
       return (pool, rows) => guard(async () => {
         const t = await typesOf(pool);
-        text ??= `${head} SELECT ${casts(t, 'x')} FROM json_to_recordset($1::json) AS x(${t.map((_, i) => `c${i} text`).join(', ')}) ${conflict}`;
-        const json = `[${textsOf(e, rows).map((v) => `{${v.map((x, i) => `"c${i}":${x === null ? 'null' : JSON.stringify(x)}`).join(',')}}`).join(',')}]`;
-        return (await pool.query({ name: `cbwb_json_${tag}`.slice(0, 63), text, values: [json] })).rowCount ?? 0;
+        if (forTypes !== t) [fast, slow, forTypes] = [undefined, undefined, t]; // column types read again
+        const jb = t.map((ty) => ty === 'jsonb');
+        let raw = true;
+        const json = `[${rows.map((r) => {
+          const o = JSON.parse(r.json) as Record<string, unknown>;
+          return `{${names.map((n, i) => {
+            if (i === 1) return `"c1":"${r.version}"`;
+            const v = o[n];
+            if (jb[i] && v !== null && v !== undefined) {
+              if (typeof v === 'object' && !Array.isArray(v)) return `"c${i}":${JSON.stringify(v)}`;
+              const text = pgText(v)!;
+              if (isJsonText(text)) return `"c${i}":${text}`;
+              raw = false;
+            }
+            const x = pgText(v);
+            return `"c${i}":${x === null ? 'null' : JSON.stringify(x)}`;
+          }).join(',')}}`;
+        }).join(',')}]`;
+        let text: string;
+        if (raw) {
+          text = fast ??= `${head} SELECT ${t.map((ty, i) => (jb[i] ? `x.c${i}` : `x.c${i}::${ty}`)).join(', ')} ` +
+            `FROM json_to_recordset($1::json) AS x(${t.map((ty, i) => `c${i} ${jb[i] ? 'jsonb' : 'text'}`).join(', ')}) ${conflict}`;
+        } else {
+          text = slow ??= `${head} SELECT ${casts(t, 'x')} FROM json_to_recordset($1::json) AS x(${t.map((_, i) => `c${i} text`).join(', ')}) ${conflict}`;
+        }
+        const name = `cbwb_json_${createHash('sha1').update(text).digest('hex').slice(0, 12)}_${tag}`.slice(0, 63);
+        return (await pool.query({ name, text, values: [json] })).rowCount ?? 0;
       });
     }
     case 'unnest': {
