@@ -94,6 +94,19 @@ export class BackpressureError extends CachebusError {
   }
 }
 
+/**
+ * A write-through write (`update`, `delete`, write-through `upsert`) on an entity that is
+ * written behind Postgres: its version would not be ordered with the pending write-behind rows
+ * (a pending row would overwrite it, a deleted row would come back). Use write-behind writes.
+ */
+export class WriteModeError extends CachebusError {
+  readonly entity: string;
+  constructor(entity: string, operation: string) {
+    super('E_WB_MIXED_MODE', `entity ${entity} is written behind Postgres (write-behind): ${operation} would race its pending rows; write it with write-behind (upsert(row, { mode: 'write-behind' })), see docs/write-behind.md#mixing-modes`);
+    this.entity = entity;
+  }
+}
+
 /** startCluster gave up: a worker did not become ready in time, or it was called outside the primary. */
 export class ClusterError extends CachebusError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -134,6 +147,7 @@ export const errors = {
   TransactionRolledBackError,
   TransactionOutcomeUnknownError,
   BackpressureError,
+  WriteModeError,
   ClusterError,
   BadEntryError,
   RelayError,

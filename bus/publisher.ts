@@ -95,6 +95,24 @@ export class Publisher {
     clearTimeout(this.#retryTimer);
   }
 
+  /**
+   * The ARGV tail (`appendArgs`) of a script that appends this invalidation itself, atomically
+   * with its own effect (write-behind's write script): encoded, signed and trimmed exactly as
+   * `publish` would. Throws as `encode` does (a key too large for an entry).
+   */
+  appendArgsFor(inv: Partial<Invalidation>): string[] {
+    const o = this.#opts;
+    const entries = encode(
+      { keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false },
+      { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
+    );
+    const trim: Trim =
+      o.streamMaxAgeMs !== undefined
+        ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
+        : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
+    return appendArgs(entries, trim);
+  }
+
   /** Appends a batch (plus the whole backlog) to the stream; on failure the batch joins the backlog. */
   #send(batch: Batch): Promise<string[]> {
     const o = this.#opts;

@@ -4,7 +4,7 @@ import { InvalidOptionError, InvalidValueError, UnknownEntityError } from '../bu
 import { canonicalKey, keyKindOf, type KeyKind } from '../bus/key-types.js';
 import type { CacheCore } from './scope.js';
 import { runTransaction, Transaction } from './transaction.js';
-import { upsertBehind } from './write-behind.js';
+import { assertWriteThrough, upsertBehind } from './write-behind.js';
 
 /** A row of an entity: column name to value (as `pg` returns it: bigint and numeric as strings). */
 export type Row = Record<string, unknown>;
@@ -132,6 +132,7 @@ export class EntityHandle<R extends Row = Row> {
    * Resolves with the updated row, or `undefined` if there is no such row.
    */
   async update(id: Id, patch: Partial<R>): Promise<R | undefined> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'update()');
     const cols = this.#columns(patch, false);
     if (cols.length === 0) throw new InvalidValueError(`${this.entity.name}.update: the patch sets no column`);
     const s = this.entity.sql;
@@ -151,6 +152,7 @@ export class EntityHandle<R extends Row = Row> {
   async upsert(row: R, options?: { readonly mode?: 'write-through' | 'write-behind' }): Promise<R> {
     // write-behind (docs/write-behind.md): durable in Redis now, in Postgres after the flush delay.
     if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row);
+    assertWriteThrough(this.#core.cache, this.entity.name, 'a write-through upsert()');
     const id = row[this.entity.key] as Id | undefined;
     if (id === undefined || id === null) throw new InvalidValueError(`${this.entity.name}.upsert: the row has no ${this.entity.key}`);
     await this.#canonical(id); // a key the column cannot hold is refused before any effect
@@ -168,6 +170,7 @@ export class EntityHandle<R extends Row = Row> {
 
   /** Deletes one row; the invalidation is published after COMMIT. Resolves true if a row was deleted. */
   async delete(id: Id): Promise<boolean> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'delete()');
     const s = this.entity.sql;
     const sql = `DELETE FROM ${s.table} WHERE ${s.key} = $1 RETURNING ${s.key}`;
     const key = await this.#canonical(id);

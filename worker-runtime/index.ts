@@ -46,7 +46,7 @@ export { RelayError } from '../bus/errors.js';
 export {
   writeBehind, writeBehindOf, WriteBehindEntity, type WriteBehindOptions, type WriteResult,
 } from './write-behind.js';
-export { BackpressureError } from '../bus/errors.js';
+export { BackpressureError, WriteModeError } from '../bus/errors.js';
 export {
   Flusher, createFlusherService, kFlusherDefaults, kWriterDefaults, DURABILITY_WARNING,
   type FlusherOptions, type FlusherEvents, type FlusherStats, type FlusherService, type FlushInfo,
