@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { ConnectionError } from '../bus/errors.js';
 import { busKeys } from '../bus/keys.js';
 import { countDeadLetters, listDeadLetters, purgeDeadLetters, retryDeadLetters } from '../bus/write-behind/dead-letters.js';
-import { parse, redisOptions, redisUrl, required, UsageError } from './args.js';
+import { namespaceFlag, parse, prefixFlag, redisOptions, redisUrl, UsageError } from './args.js';
 
 export const usage = `cachebus dead-letters --namespace NS [--entity E] [--retry | --purge] [--json] [--limit N] [--redis URL] [--prefix P]
   Lists the write-behind rows Postgres refused (constraint violation, bad type), oldest first,
@@ -22,11 +22,12 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const namespace = required(values.namespace, 'namespace');
+  const namespace = namespaceFlag(values.namespace);
   if (values.retry && values.purge) throw new UsageError('give --retry or --purge, not both');
   const limit = Number(values.limit);
   if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
-  const keys = busKeys(values.prefix, namespace);
+  if (values.entity === '') throw new UsageError('--entity must not be empty');
+  const keys = busKeys(prefixFlag(values.prefix), namespace);
   const url = redisUrl(values.redis);
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null, connectTimeout: 3000 });
   client.on('error', () => undefined);
@@ -48,13 +49,20 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const all = await listDeadLetters(client, keys, limit);
+    let shown = 0;
     for (const { raw, letter: d } of all) {
       if (entity !== undefined && d?.entity !== entity) continue;
+      shown++;
       if (values.json) console.log(d === undefined ? JSON.stringify({ invalid: raw }) : JSON.stringify(d));
       else if (d === undefined) console.log(`!! not a dead-letter record: ${raw.slice(0, 200)}`);
       else console.log(`${new Date(d.at).toISOString()}  ${d.entity}:${d.id}  v${d.version}  ${d.code || '-'}  ${d.reason}\n    ${d.row}`);
     }
-    if (!values.json) console.error(`-- ${await countDeadLetters(client, keys)} dead letter(s) in ${keys.base}`);
+    if (!values.json) {
+      const total = await countDeadLetters(client, keys);
+      console.error(entity === undefined
+        ? `-- ${total} dead letter(s) in ${keys.base}`
+        : `-- ${shown} dead letter(s) of entity ${entity} (${total} in all in ${keys.base}${all.length < total ? `; only the oldest ${all.length} were looked at, raise --limit` : ''})`);
+    }
     return 0;
   } finally {
     client.disconnect();

@@ -1,6 +1,7 @@
 import { closePg, openPg } from '../bus/pg.js';
 import { installTriggers, uninstallTriggers } from '../bus/outbox/triggers.js';
-import { parse, required, UsageError } from './args.js';
+import { databaseUrl, namespaceFlag, parse, required, UsageError } from './args.js';
+import { checkPostgres } from './checks.js';
 
 export const usage = `cachebus install-triggers --table T --namespace NS [--database URL] [--key id] [--entity NAME]
                           [--outbox-table cachebus_outbox] [--uninstall]
@@ -27,23 +28,20 @@ export async function run(argv: string[]): Promise<number> {
   const table = required(values.table, 'table');
   const name = values.entity ?? table.split('.').pop()!;
   const def = { name, table, key: values.key, columns: [] };
-  const pg = openPg(values.database ?? process.env.DATABASE_URL, 1);
+  const database = databaseUrl(values.database);
+  const namespace = values.uninstall ? undefined : namespaceFlag(values.namespace);
+  if (values.key === '') throw new UsageError('--key must not be empty');
+  await checkPostgres(database);
+  const pg = openPg(database, 1);
   try {
     if (values.uninstall) {
       await uninstallTriggers(pg.pool, def, { outbox: values['outbox-table'] });
       console.log(`removed the cachebus triggers from ${table}`);
       return 0;
     }
-    const namespace = required(values.namespace, 'namespace');
-    if (values.key === '') throw new UsageError('--key must not be empty');
-    const r = await installTriggers(pg.pool, def, { namespace, outbox: values['outbox-table'] });
+    const r = await installTriggers(pg.pool, def, { namespace: namespace!, outbox: values['outbox-table'] });
     console.log(`installed ${r.triggers.join(', ')} on ${table}: keys ${name}:<${values.key}> go to ${r.outbox} for namespace ${namespace}`);
     return 0;
-  } catch (err) {
-    const e = err as { code?: unknown; message?: string };
-    if (typeof e.code !== 'string' || !/^[0-9A-Z]{5}$/.test(e.code)) throw err; // not a Postgres error
-    console.error(`cachebus install-triggers: ${e.message} [postgres ${e.code}]`);
-    return 1;
   } finally {
     await closePg(pg);
   }
