@@ -50,6 +50,9 @@ export async function checkPostgres(url: string, flag = '--database'): Promise<v
   }
 }
 
+/** No outbox table, or several and none (or more than one) fed for this namespace. */
+export class OutboxNotFoundError extends CliError {}
+
 interface OutboxRow { schema: string; on_path: boolean; ours: boolean }
 
 /**
@@ -59,9 +62,9 @@ interface OutboxRow { schema: string; on_path: boolean; ours: boolean }
  * the schema of the table it watches); when there are several, the one a trigger function
  * fills for this namespace (install-triggers' functions insert into the quoted outbox with the
  * namespace as a literal); still several, or none, is an error asking for the flag.
- * Resolves with "schema.table".
+ * Resolves with "schema.table", and whether a trigger function feeds it for this namespace.
  */
-export async function findOutbox(url: string, namespace: string, flag: string | undefined, fallback: string): Promise<string> {
+export async function findOutbox(url: string, namespace: string, flag: string | undefined, fallback: string): Promise<{ table: string; fed: boolean }> {
   const parts = (flag ?? fallback).split('.');
   const table = parts.pop()!;
   const schema = parts.length === 1 ? parts[0]! : undefined;
@@ -89,19 +92,19 @@ export async function findOutbox(url: string, namespace: string, flag: string | 
   if (flag !== undefined) {
     const hit = schema !== undefined ? rows[0] : rows.find((r) => r.on_path);
     if (hit === undefined) {
-      throw new CliError(`outbox table ${flag} not found in ${where} (--outbox-table; cachebus install-triggers creates it)`);
+      throw new OutboxNotFoundError(`outbox table ${flag} not found in ${where} (--outbox-table; cachebus install-triggers creates it)`);
     }
-    return `${hit.schema}.${table}`;
+    return { table: `${hit.schema}.${table}`, fed: hit.ours };
   }
   if (rows.length === 0) {
-    throw new CliError(`no outbox table ${table} in any schema of ${where}: run cachebus install-triggers first, pass --outbox-table, or leave the outbox out with --services`);
+    throw new OutboxNotFoundError(`no outbox table ${table} in any schema of ${where}: run cachebus install-triggers first, pass --outbox-table, or leave the outbox out with --services`);
   }
   const ours = rows.filter((r) => r.ours);
-  if (rows.length > 1 && ours.length === 1) return `${ours[0]!.schema}.${table}`;
+  if (rows.length > 1 && ours.length === 1) return { table: `${ours[0]!.schema}.${table}`, fed: true };
   if (rows.length > 1) {
-    throw new CliError(`several outbox tables in ${where} ${ours.length === 0 ? 'and none has triggers' : 'have triggers'} for namespace ${namespace} (${(ours.length > 0 ? ours : rows).map((r) => `${r.schema}.${table}`).join(', ')}): choose one with --outbox-table`);
+    throw new OutboxNotFoundError(`several outbox tables in ${where} ${ours.length === 0 ? 'and none has triggers' : 'have triggers'} for namespace ${namespace} (${(ours.length > 0 ? ours : rows).map((r) => `${r.schema}.${table}`).join(', ')}): choose one with --outbox-table`);
   }
-  return `${rows[0]!.schema}.${table}`;
+  return { table: `${rows[0]!.schema}.${table}`, fed: rows[0]!.ours };
 }
 
 /** Fails fast when host:port cannot be bound, before any service starts (the real bind may still fail later). */

@@ -7,17 +7,19 @@ import pg from 'pg';
 import { redactUrl } from '../bus/bus.js';
 import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics-sidecar.js';
 import { CliError, databaseUrl, namespaceFlag, parse, prefixFlag, redisOptions, redisUrl, UsageError } from './args.js';
-import { checkPort, checkPostgres, checkRedis, findOutbox, reason } from './checks.js';
+import { checkPort, checkPostgres, checkRedis, findOutbox, OutboxNotFoundError, reason } from './checks.js';
 
 export const usage = `cachebus sidecar --namespace NS [--database URL] [--redis URL] [--port 9464] [--host 127.0.0.1]
                  [--prefix P] [--secret S] [--services outbox,...] [--outbox-table T] [--batch-size 1000] [--poll-ms 250]
   Runs the namespace's background services until SIGTERM/SIGINT, then stops them gracefully:
-    outbox   drains the outbox table the triggers fill (cachebus install-triggers) into the stream
+    outbox        drains the outbox table the triggers fill (cachebus install-triggers) into the stream
     write-behind  flushes rows written with writeBehind() to Postgres (docs/write-behind.md)
-  At start-up it checks that Redis, Postgres and the outbox table answer, and says where it looks;
-  without --outbox-table it uses the one cachebus_outbox table in any schema (install-triggers
-  creates it next to the table it watches). --services runs only the named services (default: all). Serves /health and /metrics on --port (0 picks a free port). --database defaults to
-  $DATABASE_URL; --redis to $REDIS_URL.`;
+  At start-up it checks Redis, Postgres and the outbox table, and prints where it looks. Without
+  --outbox-table it uses the one cachebus_outbox table in any schema (install-triggers creates it
+  next to the table it watches; with several, the one whose triggers feed this namespace).
+  --services runs only the named services; by default all, the outbox relay only if an outbox
+  table was found. Serves /health and /metrics on --port (0 picks a free port). --database
+  defaults to $DATABASE_URL, --redis to $REDIS_URL.`;
 
 /** Flags of every service (add a service's flags here). */
 const options = {
@@ -83,14 +85,26 @@ export async function run(argv: string[]): Promise<number> {
   if (only !== undefined && only.length === 0) throw new UsageError(`--services must name at least one service (known: ${known.join(', ')})`);
   const unknown = only?.filter((n) => !known.includes(n)) ?? [];
   if (unknown.length > 0) throw new UsageError(`--services: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
-  const wanted = only ?? known;
+  let wanted = only ?? known;
 
   if (port !== undefined) await checkPort(values.host, port);
   await checkRedis(redis);
   await checkPostgres(database);
-  const outbox = wanted.includes('outbox') ? await findOutbox(database, namespace, values['outbox-table'], DEFAULT_OUTBOX) : undefined;
+  let outbox: string | undefined;
+  let fed = true;
+  if (wanted.includes('outbox')) {
+    try {
+      ({ table: outbox, fed } = await findOutbox(database, namespace, values['outbox-table'], DEFAULT_OUTBOX));
+    } catch (err) {
+      // Asked for by name (--services outbox, --outbox-table): a missing outbox is fatal. By
+      // default, the other services run and the sidecar says, once, why the relay is off.
+      if (!(err instanceof OutboxNotFoundError) || only !== undefined || values['outbox-table'] !== undefined) throw err;
+      console.error(`cachebus sidecar: ${err.message}; the outbox relay is off`);
+      wanted = wanted.filter((n) => n !== 'outbox');
+    }
+  }
   console.log(`cachebus sidecar: namespace ${namespace}, Redis ${redactUrl(redis)} (prefix ${prefix}), Postgres ${redactUrl(database)}` +
-    (outbox !== undefined ? `, outbox table ${outbox}` : ''));
+    (outbox !== undefined ? `, outbox table ${outbox}${fed ? '' : ` (no trigger feeds namespace ${namespace} yet: cachebus install-triggers)`}` : ''));
 
   const ctx: SidecarContext = { namespace, prefix, secret: values.secret, redis, database, outbox, flags: values };
   const metrics = new SidecarMetrics();

@@ -187,4 +187,26 @@ describe('cachebus CLI: sidecar start-up and outbox discovery', () => {
     }
     expect(await exited).toBe(0);
   });
+
+  it('by default, without any outbox table, runs write-behind alone and says once why the relay is off', async () => {
+    const db = `cbtest_db_${Math.random().toString(36).slice(2, 10)}`;
+    await schema.pool.query(`CREATE DATABASE ${db}`);
+    const url = new URL(DATABASE_URL);
+    url.pathname = `/${db}`;
+    const child = spawn('node', [CLI, 'sidecar', '--namespace', ns, '--prefix', pfx, '--port', '0', '--database', url.toString()], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await until(() => out.includes('running'), 15_000, 'the sidecar to start');
+      expect(out).toMatch(/running write-behind for namespace/);
+      expect(err).toMatch(new RegExp(`no outbox table cachebus_outbox in any schema of postgres://.*/${db}.*the outbox relay is off`));
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      await schema.pool.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    }
+  });
 });
