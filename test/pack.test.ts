@@ -67,7 +67,7 @@ beforeAll(async () => {
   writeFileSync(join(app, 'tsconfig.node16.json'), tsconfig('node16', true));
   writeFileSync(join(app, 'tsconfig.bundler.json'), tsconfig('bundler', false));
   await exec('npm', ['install', join(dir, packed.filename), '@types/node@20', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app });
-}, 150_000);
+}, 180_000);
 
 afterAll(async () => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
@@ -106,7 +106,7 @@ describe('the packed package', () => {
       exec('node', [TSC, '-p', `tsconfig.${r}.json`], { cwd: app })));
     const errors = results.map((r, i) => r.status === 'fulfilled' ? '' : `${['node16', 'bundler'][i]}: ${(r.reason as { stdout: string }).stdout}`);
     expect(errors.join('')).toBe('');
-  }, 120_000);
+  }, 180_000);
 
   it('runs: createCache against the real Redis, get, invalidate', async () => {
     const { stdout } = await exec('node', ['out/main.js'], { cwd: app, env: { ...process.env, REDIS_URL, CACHEBUS_PREFIX: prefix }, timeout: 20_000 });
