@@ -85,3 +85,8 @@ export function prefixFlag(value: string): string {
   if (value === '' || /[{}]/.test(value)) throw new UsageError(`--prefix must be a non-empty string without { or } (got ${JSON.stringify(value)})`);
   return value;
 }
+
+/** For commands without positional arguments: a stray word is a usage error, not silently ignored. */
+export function noPositionals(positionals: readonly string[]): void {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} (options start with --)`);
+}

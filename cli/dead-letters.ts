@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { ConnectionError } from '../bus/errors.js';
 import { busKeys } from '../bus/keys.js';
 import { countDeadLetters, listDeadLetters, purgeDeadLetters, retryDeadLetters } from '../bus/write-behind/dead-letters.js';
-import { namespaceFlag, parse, prefixFlag, redisOptions, redisUrl, UsageError } from './args.js';
+import { UsageError, namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 
 export const usage = `cachebus dead-letters --namespace NS [--entity E] [--retry | --purge] [--json] [--limit N] [--redis URL] [--prefix P]
   Lists the write-behind rows Postgres refused (constraint violation, bad type), oldest first,
@@ -10,7 +10,7 @@ export const usage = `cachebus dead-letters --namespace NS [--entity E] [--retry
   cause first; a row refused again comes back here). --purge deletes them for good.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
+  const { values, positionals } = parse(argv, {
     ...redisOptions,
     entity: { type: 'string', short: 'e' },
     retry: { type: 'boolean' },
@@ -22,6 +22,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  noPositionals(positionals);
   const namespace = namespaceFlag(values.namespace);
   if (values.retry && values.purge) throw new UsageError('give --retry or --purge, not both');
   const limit = Number(values.limit);

@@ -1,6 +1,6 @@
 import { closePg, openPg } from '../bus/pg.js';
 import { installTriggers, uninstallTriggers } from '../bus/outbox/triggers.js';
-import { databaseUrl, namespaceFlag, parse, required, UsageError } from './args.js';
+import { UsageError, databaseUrl, namespaceFlag, noPositionals, parse, required } from './args.js';
 import { checkPostgres } from './checks.js';
 
 export const usage = `cachebus install-triggers --table T --namespace NS [--database URL] [--key id] [--entity NAME]
@@ -11,7 +11,7 @@ export const usage = `cachebus install-triggers --table T --namespace NS [--data
   schema), --database to $DATABASE_URL. --uninstall removes the triggers (the outbox stays).`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
+  const { values, positionals } = parse(argv, {
     table: { type: 'string', short: 't' },
     namespace: { type: 'string', short: 'n' },
     database: { type: 'string', short: 'd' },
@@ -25,6 +25,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  noPositionals(positionals);
   const table = required(values.table, 'table');
   const name = values.entity ?? table.split('.').pop()!;
   const def = { name, table, key: values.key, columns: [] };

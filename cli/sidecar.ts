@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { redactUrl } from '../bus/bus.js';
 import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics-sidecar.js';
-import { CliError, databaseUrl, namespaceFlag, parse, prefixFlag, redisOptions, redisUrl, UsageError } from './args.js';
+import { CliError, UsageError, databaseUrl, namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 import { checkPort, checkPostgres, checkRedis, findOutbox, OutboxNotFoundError, reason } from './checks.js';
 
 export const usage = `cachebus sidecar --namespace NS [--database URL] [--redis URL] [--port 9464] [--host 127.0.0.1]
@@ -67,11 +67,12 @@ export const services: ((ctx: SidecarContext) => SidecarService | undefined)[] =
 const START_TIMEOUT_MS = 20_000;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, options);
+  const { values, positionals } = parse(argv, options);
   if (values.help) {
     console.log(usage);
     return 0;
   }
+  noPositionals(positionals);
   // Everything is validated before the first connection.
   const namespace = namespaceFlag(values.namespace);
   const prefix = prefixFlag(values.prefix);

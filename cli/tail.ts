@@ -1,16 +1,17 @@
 import { Bus } from '../bus/bus.js';
-import { namespaceFlag, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
+import { namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 import { checkRedis } from './checks.js';
 
 export const usage = `cachebus tail --namespace NS [--redis URL] [--prefix P] [--secret S] [--json]
   Prints every invalidation of the namespace as it flows: time, origin, keys/tags, lag.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { ...redisOptions, json: { type: 'boolean' } });
+  const { values, positionals } = parse(argv, { ...redisOptions, json: { type: 'boolean' } });
   if (values.help) {
     console.log(usage);
     return 0;
   }
+  noPositionals(positionals);
   const namespace = namespaceFlag(values.namespace);
   const prefix = prefixFlag(values.prefix);
   const redis = redisUrl(values.redis);

@@ -100,6 +100,7 @@ describe('cachebus CLI: every failure is one line and an exit code', () => {
     expectOneLine(await cli(['sidecar', '--namespace', 'shop', '--services', '']), 2, /--services must name at least one service \(known: outbox, write-behind\)/);
     expectOneLine(await cli(['sidecar', '--namespace', 'shop', '--port', '99999']), 2, /--port must be 0-65535 \(got 99999\)/);
     expectOneLine(await cli(['nosuch']), 2, /unknown command "nosuch"/);
+    expectOneLine(await cli(['sidecar', 'shop']), 2, /^cachebus sidecar: unexpected argument "shop"/);
   });
 
   it('install-triggers (and --uninstall) with Postgres unreachable: exit 1, one line naming --database', async () => {
