@@ -7,7 +7,7 @@ import { Publisher } from '../bus/publisher.js';
 import {
   countDeadLetters, droppedDeadLetters, listDeadLetters, purgeDeadLetters, retryDeadLetters,
 } from '../bus/write-behind/dead-letters.js';
-import { parse, redisOptions, redisUrl, required, UsageError } from './args.js';
+import { UsageError, namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 
 export const usage = `cachebus dead-letters --namespace NS [--entity E] [--retry | --purge] [--json] [--limit N] [--redis URL] [--prefix P]
                       [--pg URL] [--secret S]
@@ -19,7 +19,7 @@ export const usage = `cachebus dead-letters --namespace NS [--entity E] [--retry
   --purge deletes them for good.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, {
+  const { values, positionals } = parse(argv, {
     ...redisOptions,
     entity: { type: 'string', short: 'e' },
     retry: { type: 'boolean' },
@@ -32,11 +32,13 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const namespace = required(values.namespace, 'namespace');
+  noPositionals(positionals);
+  const namespace = namespaceFlag(values.namespace);
   if (values.retry && values.purge) throw new UsageError('give --retry or --purge, not both');
   const limit = Number(values.limit);
   if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive integer');
-  const keys = busKeys(values.prefix, namespace);
+  if (values.entity === '') throw new UsageError('--entity must not be empty');
+  const keys = busKeys(prefixFlag(values.prefix), namespace);
   const url = redisUrl(values.redis);
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null, connectTimeout: 3000 });
   client.on('error', () => undefined);
@@ -68,15 +70,21 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const all = await listDeadLetters(client, keys, limit);
+    let shown = 0;
     for (const { raw, letter: d } of all) {
       if (entity !== undefined && d?.entity !== entity) continue;
+      shown++;
       if (values.json) console.log(d === undefined ? JSON.stringify({ invalid: raw }) : JSON.stringify(d));
       else if (d === undefined) console.log(`!! not a dead-letter record: ${raw.slice(0, 200)}`);
       else console.log(`${new Date(d.at).toISOString()}  ${d.entity}:${d.id}  v${d.version}  ${d.code || '-'}  ${d.reason}\n    ${d.row}`);
     }
     if (!values.json) {
+      const total = await countDeadLetters(client, keys);
       const dropped = await droppedDeadLetters(client, keys);
-      console.error(`-- ${await countDeadLetters(client, keys)} dead letter(s) in ${keys.base}${dropped > 0 ? `; ${dropped} older one(s) dropped by the bound (maxDeadLetters)` : ''}`);
+      const bound = dropped > 0 ? `; ${dropped} older one(s) dropped by the bound (maxDeadLetters)` : '';
+      console.error(entity === undefined
+        ? `-- ${total} dead letter(s) in ${keys.base}${bound}`
+        : `-- ${shown} dead letter(s) of entity ${entity} (${total} in all in ${keys.base}${all.length < total ? `; only the oldest ${all.length} were looked at, raise --limit` : ''}${bound})`);
     }
     return 0;
   } finally {
