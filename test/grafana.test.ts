@@ -1,18 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
-import { parse } from 'yaml';
-import { CacheMetrics, SidecarMetrics } from '../worker-runtime/index.js';
+import { parse, stringify } from 'yaml';
+import { OutboxRelay } from '../bus/outbox/relay.js';
 import {
-  MetricsApp, PROMTOOL_BIN, prometheusMissing, TestPrometheus, type PromResult,
+  CacheMetrics, createCache, installOutbox, serveMetrics, SidecarMetrics, type Cache, type MetricsServer,
+} from '../worker-runtime/index.js';
+import {
+  MetricsApp, PROMTOOL_BIN, prometheusMissing, TestPrometheus, type PromAlert, type PromResult,
 } from './helpers/prometheus.js';
 import { TestSchema } from './helpers/pg.js';
-import { cleanupPrefix, freePort, randomPrefix, REDIS_URL } from './helpers/redis.js';
+import { cleanupPrefix, freePort, randomPrefix, REDIS_URL, TestRedis } from './helpers/redis.js';
 import { until } from './helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -126,6 +129,59 @@ describe('grafana/dashboards/cachebus.json', () => {
   });
 });
 
+describe('grafana/dashboards/cachebus.json at a glance', () => {
+  type Step = { color: string; value: number | null };
+  type Full = Panel & {
+    description?: string;
+    fieldConfig?: { defaults?: { unit?: string; noValue?: string; thresholds?: { steps: Step[] }; mappings?: { type: string; options: Record<string, { text?: string }> }[] } };
+  };
+  const panels = dashboard.panels as Full[];
+  const exprs = (p: Panel): string => (p.targets ?? []).map((t) => t.expr).join('\n');
+
+  it('opens with stat panels with green/red thresholds for serving, cursor lag, gaps, outbox errors and age, dead letters and write-behind pending', () => {
+    const firstRow = panels.find((p) => p.type === 'row' && p.gridPos.y > 0)!.gridPos.y;
+    const top = panels.filter((p) => p.type === 'stat' && p.gridPos.y < firstRow);
+    for (const [what, metric] of [
+      ['serving', 'cachebus_servable'], ['cursor lag', 'cachebus_bus_cursor_lag_entries'], ['gaps', 'cachebus_gaps_total'],
+      ['outbox errors', 'cachebus_outbox_errors_total'], ['outbox age', 'cachebus_outbox_last_batch_age_seconds'],
+      ['outbox backlog', 'cachebus_outbox_backlog_rows'], ['dead letters', 'cachebus_writebehind_dead_letters{'],
+      ['write-behind pending', 'cachebus_writebehind_pending_rows'],
+    ] as const) {
+      const p = top.find((x) => exprs(x).includes(metric));
+      expect(p, `no stat panel at the top for ${what} (${metric})`).toBeDefined();
+      const steps = p!.fieldConfig?.defaults?.thresholds?.steps ?? [];
+      expect(steps[0], `${p!.title}: the base step`).toEqual({ color: 'green', value: null });
+      expect(steps.at(-1)!.color, `${p!.title}: the last step`).toBe('red');
+      expect(steps.at(-1)!.value, p!.title).toBeGreaterThan(0);
+      expect(p!.description, p!.title).toBeTruthy();
+    }
+  });
+
+  it('says on every stale-read panel that the sampler is off by default, and shows whether it runs', () => {
+    const stale = panels.filter((p) => p.type === 'timeseries' && /cachebus_stale_/.test(exprs(p)));
+    expect(stale.length).toBe(3);
+    for (const p of stale) {
+      expect(p.fieldConfig?.defaults?.noValue, p.title).toMatch(/staleSampleRate/);
+      expect(p.description, p.title).toMatch(/staleSampleRate/);
+    }
+    const sampler = panels.find((p) => p.type === 'stat' && /cachebus_stale_checks_total/.test(exprs(p)))!;
+    expect(sampler, 'a stat of the stale-read sampler').toBeDefined();
+    expect(exprs(sampler)).toMatch(/or vector\(0\)$/); // 0 rather than "No data" when no cache samples
+    const zero = sampler.fieldConfig!.defaults!.mappings!.find((m) => m.type === 'value')!.options['0'];
+    expect(zero?.text).toMatch(/staleSampleRate/);
+  });
+
+  it('has no timeseries mixing a rate with a count, nor published with received, and no increase over $__rate_interval', () => {
+    for (const p of panels.filter((x) => x.type === 'timeseries')) {
+      const kinds = new Set(p.targets!.map((t) => (/\brate\(/.test(t.expr) ? 'rate' : 'value')));
+      expect(kinds.size, `${p.title} mixes a rate and a count: ${exprs(p)}`).toBe(1);
+      if (kinds.has('rate')) expect(['ops', 'reqps', 'percentunit', 's'], `${p.title}: unit of a rate`).toContain(p.fieldConfig?.defaults?.unit);
+      expect(exprs(p).includes('cachebus_invalidations_published_total') && exprs(p).includes('cachebus_invalidations_received_total'), p.title).toBe(false);
+    }
+    for (const p of queryPanels) expect(exprs(p), p.title).not.toMatch(/increase\([^)]*\[\$__rate_interval\]/);
+  });
+});
+
 describe('grafana/prometheus.yml', () => {
   it.skipIf(!existsSync(PROMTOOL_BIN))('passes promtool check config', () => {
     const r = spawnSync(PROMTOOL_BIN, ['check', 'config', join(ROOT, 'grafana/prometheus.yml')], { encoding: 'utf8' });
@@ -141,6 +197,8 @@ if (missing) console.warn(`grafana.test.ts: SKIPPED the Prometheus panel test: $
 
 const DEMO = join(ROOT, 'dist/demo-workers/main.js');
 const RATE_INTERVAL = '10s';
+/** Grafana's `$__range` (the dashboard's time range) in this test: a few minutes. */
+const RANGE = '5m';
 
 /** Grafana's substitution of a variable's value into a regex matcher (=~), as the Prometheus datasource does. */
 function regexValue(v: string): string {
@@ -150,6 +208,7 @@ function regexValue(v: string): string {
 function substitute(expr: string, vars: { namespace: string; worker: string }): string {
   return expr
     .replaceAll('$__rate_interval', RATE_INTERVAL)
+    .replaceAll('$__range', RANGE)
     .replaceAll('$namespace', regexValue(vars.namespace))
     .replaceAll('$worker', regexValue(vars.worker));
 }
@@ -256,6 +315,7 @@ describe.skipIf(missing !== undefined)('every panel query against a real Prometh
       for (const vars of cases) for (const t of p.targets!) pending.set(`${p.title} [${t.refId}] ${JSON.stringify(vars)}`, substitute(t.expr, vars));
     }
     const total = pending.size;
+    for (const q of new Set(pending.values())) await prom.query(q); // a PromQL error fails here, with its message
     const run = async (): Promise<boolean> => { // re-asks only the queries that had no data yet
       for (const [k, q] of [...pending]) if (hasData(await prom.query(q))) pending.delete(k);
       return pending.size === 0;
@@ -287,4 +347,145 @@ describe.skipIf(missing !== undefined)('every panel query against a real Prometh
       ...demoReport,
     ].join('\n'));
   }, 150_000);
+});
+
+// ---- the alert rules (grafana/alerts.yml) ----------------------------------------------------
+
+interface Rule { alert: string; expr: string; for: string; labels: { severity: string }; annotations: Record<string, string> }
+const ALERTS_FILE = join(ROOT, 'grafana/alerts.yml');
+const rules = (parse(read('grafana/alerts.yml')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+
+describe('grafana/alerts.yml', () => {
+  it('has a rule for each case an operator must hear of, on metrics cachebus exports', () => {
+    const byName = Object.fromEntries(rules.map((r) => [r.alert, r]));
+    for (const [name, metric] of [
+      ['CachebusStaleReadsBeyondBound', 'cachebus_stale_read_age_seconds'],
+      ['CachebusReaderNotServing', 'cachebus_servable'],
+      ['CachebusBusGaps', 'cachebus_gaps_total'],
+      ['CachebusOutboxErrors', 'cachebus_outbox_errors_total'],
+      ['CachebusOutboxBacklogOld', 'cachebus_outbox_last_batch_age_seconds'],
+      ['CachebusDeadLetters', 'cachebus_writebehind_dead_letters'],
+      ['CachebusWriteBehindNearMaxPending', 'cachebus_writebehind_pending_rows'],
+    ] as const) {
+      expect(byName[name], name).toBeDefined();
+      expect(byName[name]!.expr, name).toContain(metric);
+      expect(['warning', 'critical']).toContain(byName[name]!.labels.severity);
+      expect(byName[name]!.annotations.summary, name).toBeTruthy();
+    }
+    const cache = new CacheMetrics({ cluster: false });
+    const sidecar = new SidecarMetrics();
+    const known = new Set([...cache.names, ...sidecar.registry.getMetricsAsArray().map((m) => m.name)]);
+    cache.close();
+    for (const r of rules) {
+      const names = [...r.expr.matchAll(/\b(cachebus_[a-z_]+)\b/g)].map((m) => m[1]!);
+      expect(names.length, r.alert).toBeGreaterThan(0);
+      for (const n of names) expect(known.has(n) || known.has(n.replace(/_(bucket|sum|count)$/, '')), `${r.alert}: unknown metric ${n}`).toBe(true);
+    }
+  });
+
+  it.skipIf(!existsSync(PROMTOOL_BIN))('passes promtool check rules, and promtool test rules (each rule fires past its threshold, not below)', () => {
+    const check = spawnSync(PROMTOOL_BIN, ['check', 'rules', ALERTS_FILE], { encoding: 'utf8' });
+    expect(check.status, `${check.stdout}\n${check.stderr}`).toBe(0);
+    expect(check.stdout).toContain(`SUCCESS: ${rules.length} rules found`);
+    const test = spawnSync(PROMTOOL_BIN, ['test', 'rules', join(ROOT, 'grafana/alerts.test.yml')], { encoding: 'utf8' });
+    expect(test.status, `${test.stdout}\n${test.stderr}`).toBe(0);
+    // every rule is exercised by the unit tests
+    const tested = new Set([...read('grafana/alerts.test.yml').matchAll(/alertname: (\w+)/g)].map((m) => m[1]));
+    for (const r of rules) expect(tested.has(r.alert), `${r.alert} has no promtool test`).toBe(true);
+  });
+});
+
+describe.skipIf(missing !== undefined)('the alert rules fire in a real Prometheus', () => {
+  const prefix = randomPrefix();
+  const NS = 'alerting';
+  let dir: string;
+  let redis: TestRedis;
+  let schema: TestSchema;
+  let wbSchema: TestSchema;
+  let cache: Cache<{ v: number }>;
+  let cacheMetrics: CacheMetrics;
+  let relay: OutboxRelay;
+  let sidecarMetrics: SidecarMetrics;
+  let servers: MetricsServer[] = [];
+  let wb: MetricsApp;
+  let prom: TestPrometheus;
+
+  beforeAll(async () => {
+    // The shipped rules with every `for:` shortened to 1 s, evaluated every second.
+    dir = mkdtempSync(join(tmpdir(), 'cachebus-alerts-'));
+    const doc = parse(read('grafana/alerts.yml')) as { groups: { rules: Rule[] }[] };
+    for (const g of doc.groups) for (const r of g.rules) r.for = '1s';
+    writeFileSync(join(dir, 'alerts.yml'), stringify(doc));
+
+    // A cache whose bus runs on a Redis of its own (killed below): the reader stops being current.
+    redis = await TestRedis.start();
+    cache = await createCache<{ v: number }>({ redis: redis.url, namespace: NS, prefix, maxEntries: 100, maxStaleMs: 400 });
+    cacheMetrics = new CacheMetrics({ cluster: false, worker: 'alert-w1', cursorLagTimeoutMs: 100 });
+    cacheMetrics.add(cache);
+    // An outbox relay whose table is dropped below: a broken sidecar.
+    schema = await TestSchema.create();
+    await installOutbox(schema.pool);
+    relay = new OutboxRelay({ redis: REDIS_URL, namespace: NS, prefix, pg: schema.url, pollMs: 50, listen: false });
+    await relay.start();
+    sidecarMetrics = new SidecarMetrics({ worker: 'alert-sidecar' }).addOutbox(relay, { namespace: NS });
+    servers = [await serveMetrics(cacheMetrics, { port: 0, host: '127.0.0.1' }), await serveMetrics(sidecarMetrics, { port: 0, host: '127.0.0.1' })];
+    // Write-behind with rows Postgres refuses (a CHECK constraint): dead letters.
+    wbSchema = await TestSchema.create();
+    wb = await MetricsApp.start({ redis: REDIS_URL, database: wbSchema.url, namespace: `${NS}-wb`, prefix }, 'metrics-sidecar');
+    prom = await TestPrometheus.start({
+      'cachebus-cache': [`127.0.0.1:${servers[0]!.port}`],
+      'cachebus-relay': [`127.0.0.1:${servers[1]!.port}`],
+      'cachebus-wb': [`127.0.0.1:${wb.port}`],
+    }, 1, [join(dir, 'alerts.yml')]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await prom?.stop();
+    for (const s of servers) await s.close();
+    await wb?.stop();
+    sidecarMetrics?.close();
+    cacheMetrics?.close();
+    await relay?.stop();
+    await cache?.close();
+    await redis?.dispose();
+    await schema?.drop();
+    await wbSchema?.drop();
+    await cleanupPrefix(prefix);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 30_000);
+
+  const firing = async (name: string, labels: Record<string, string>): Promise<PromAlert | undefined> =>
+    (await prom.alerts()).find((a) => a.state === 'firing' && a.labels.alertname === name && Object.entries(labels).every(([k, v]) => a.labels[k] === v));
+
+  it('quiet while healthy; then a broken outbox relay, a reader cut from Redis and refused rows each fire their alert', async () => {
+    const started = Date.now();
+    // Healthy first: the rules load and are evaluated over scraped, healthy series.
+    await until(async () => {
+      const loaded = await prom.alertRules();
+      if (loaded.length !== rules.length) return false;
+      for (const r of loaded) if (r.health === 'err') throw new Error(`${r.name}: ${r.lastError}`);
+      const serving = await prom.query(`cachebus_servable{namespace="${NS}"} == 1`);
+      const relayOk = await prom.query(`cachebus_outbox_errors_total{namespace="${NS}"} == 0`);
+      return serving.length === 1 && relayOk.length === 1;
+    }, 30_000, 'the rules loaded and healthy series scraped');
+    const healthyAt = Date.now();
+    await until(async () => (await prom.alertRules()).every((r) => Date.parse(r.lastEvaluation) > healthyAt + 1000), 15_000, 'the rules evaluated over healthy data');
+    const early = (await prom.alerts()).filter((a) => a.labels.namespace === NS);
+    expect(early, JSON.stringify(early)).toEqual([]);
+
+    // A broken sidecar: its outbox table disappears under the relay.
+    await schema.pool.query('DROP TABLE cachebus_outbox');
+    // A worker cut from its bus: its Redis dies (SIGKILL by PID).
+    await redis.stop();
+
+    const outbox = await until(() => firing('CachebusOutboxErrors', { namespace: NS }), 30_000, 'CachebusOutboxErrors firing');
+    expect(outbox.labels.severity).toBe('critical');
+    expect(relay.stats.errors).toBeGreaterThan(0);
+    const serving = await until(() => firing('CachebusReaderNotServing', { namespace: NS, worker: 'alert-w1' }), 30_000, 'CachebusReaderNotServing firing');
+    expect(serving.annotations.summary).toContain('alert-w1');
+    expect(cache.servable).toBe(false);
+    const dead = await until(() => firing('CachebusDeadLetters', { namespace: `${NS}-wb` }), 30_000, 'CachebusDeadLetters firing');
+    expect(Number(dead.value)).toBeGreaterThan(0);
+    console.log(`grafana.test.ts: alerts fired in ${((Date.now() - started) / 1000).toFixed(1)} s: ${[outbox, serving, dead].map((a) => a.labels.alertname).join(', ')}`);
+  }, 90_000);
 });
