@@ -173,7 +173,7 @@ describe('grafana/dashboards/cachebus.json at a glance', () => {
 
   it('has no timeseries mixing a rate with a count, nor published with received, and no increase over $__rate_interval', () => {
     for (const p of panels.filter((x) => x.type === 'timeseries')) {
-      const kinds = new Set(p.targets!.map((t) => (/\brate\(/.test(t.expr) ? 'rate' : 'value')));
+      const kinds = new Set(p.targets!.map((t) => (/\b(rate|irate|increase)\(/.test(t.expr) ? 'rate' : 'value')));
       expect(kinds.size, `${p.title} mixes a rate and a count: ${exprs(p)}`).toBe(1);
       if (kinds.has('rate')) expect(['ops', 'reqps', 'percentunit', 's'], `${p.title}: unit of a rate`).toContain(p.fieldConfig?.defaults?.unit);
       expect(exprs(p).includes('cachebus_invalidations_published_total') && exprs(p).includes('cachebus_invalidations_received_total'), p.title).toBe(false);
