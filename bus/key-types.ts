@@ -85,3 +85,25 @@ function canonicalNumeric(id: string, what: string): string {
   else { int = digits.slice(0, point); frac = digits.slice(point); }
   return `${m[1] === '-' ? '-' : ''}${int}${frac ? `.${frac}` : ''}`;
 }
+
+/** Something that runs a query (a pool or a client). */
+interface Queryable {
+  query<T extends object>(text: string, values: unknown[]): Promise<{ rows: T[] }>;
+}
+
+/**
+ * The key kind of `column` of `table`, read from the catalogue; `undefined` when the table or
+ * the column does not exist. Warns once (CACHEBUS_KEY_TYPE) for a kind passed through as given.
+ */
+export async function loadKeyKind(db: Queryable, table: string, column: string, entity: string): Promise<KeyKind | undefined> {
+  const res = await db.query<{ t: string }>(
+    `SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a
+      WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, [table, column]);
+  const type = res.rows[0]?.t;
+  if (type === undefined) return undefined;
+  const kind = keyKindOf(type);
+  if (kind === 'other') {
+    process.emitWarning(`entity ${entity}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`, { code: 'CACHEBUS_KEY_TYPE' });
+  }
+  return kind;
+}

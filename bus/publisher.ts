@@ -54,6 +54,8 @@ export class Publisher {
   #retryTimer: NodeJS.Timeout | undefined;
   #failures = 0;
   #closed = false;
+  /** Keys and tags of the backlog in a publish still in flight (still owed until it succeeds). */
+  #owed = 0;
 
   constructor(client: RedisClient, opts: PublisherOptions) {
     this.#client = client;
@@ -62,8 +64,7 @@ export class Publisher {
 
   /** Keys and tags (a clear counts as one) waiting to be re-published. */
   get backlog(): number {
-    const b = this.#backlog;
-    return b === undefined ? 0 : b.keys.size + b.tags.size + (b.clear ? 1 : 0);
+    return this.#owed + sizeOf(this.#backlog);
   }
 
   /** Queues an invalidation; resolves with the stream IDs once the batch is in the stream. */
@@ -134,14 +135,17 @@ export class Publisher {
       o.streamMaxAgeMs !== undefined
         ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
         : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
-    const run = (): Promise<string[]> => publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim));
-    return run().then(
+    const owed = sizeOf(backlog);
+    this.#owed += owed;
+    return publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim)).then(
       (ids) => {
+        this.#owed -= owed;
         this.#failures = 0;
         if (backlog !== undefined && this.#backlog === undefined) o.onBacklog?.(false);
         return ids;
       },
       (err: unknown) => {
+        this.#owed -= owed;
         const had = this.#backlog !== undefined || backlog !== undefined;
         this.#backlog = this.#backlog === undefined ? merged : mergeInto(merged, this.#backlog);
         this.#bound();
@@ -187,6 +191,10 @@ export class Publisher {
     const done = this.#send(p).then(p.resolve, p.reject);
     this.#track(done);
   }
+}
+
+function sizeOf(b: Batch | undefined): number {
+  return b === undefined ? 0 : b.keys.size + b.tags.size + (b.clear ? 1 : 0);
 }
 
 function mergeInto(into: Batch, from: Batch): Batch {

@@ -95,7 +95,7 @@ describe('several namespaces on one table (issue 12 case 17)', () => {
     expect(shop.namespaces).toEqual(['admin', 'shop']);
     await schema.pool.query('UPDATE products SET price = 3 WHERE id = 1');
     expect((await outbox()).map((r) => `${r.namespace}/${r.key}`).sort()).toEqual(['admin/products:1', 'shop/products:1']);
-    expect((await schema.pool.query("SELECT 1 FROM pg_proc WHERE proname = 'cachebus_outbox_products'")).rowCount).toBe(0);
+    expect((await schema.pool.query("SELECT 1 FROM pg_proc WHERE proname = 'cachebus_outbox_products' AND pronamespace = $1::regnamespace", [schema.name])).rowCount).toBe(0);
   });
 
   it('the CLI says what is installed, per namespace, and what it removed', async () => {

@@ -196,4 +196,21 @@ describe('write-behind coherence (issue 12)', () => {
     await drained();
     await until(async () => ((await stale.get('items:2', pgLoader(2))) as { val: string }).val === 'new', 5_000, 'the flush to invalidate the stale copy');
   });
+
+  it('case 12: write-behind keys are canonical by the key column type: \'007\' and 7 are one row, one cache key, everywhere', async () => {
+    const cache = await newCache();
+    const other = await newCache();
+    const wb = await newWb(cache);
+    await wb.write({ id: '007', val: 'v1', n: 1 } as never);
+    expect(await wb.get('7')).toMatchObject({ val: 'v1' });
+    expect(await wb.pending(7)).toMatchObject({ val: 'v1' });
+    expect(await other.get('items:7', async () => undefined)).toMatchObject({ val: 'v1' }); // the overlay, under the canonical key
+    const flusher = await newFlusher();
+    await flusher.drainAll();
+    await drained();
+    expect((await schema.pool.query('SELECT val FROM items WHERE id = 7')).rows[0]).toEqual({ val: 'v1' });
+    await wb.write({ id: 7, val: 'v2', n: 2 } as never);
+    await until(async () => ((await other.get('items:7', async () => undefined)) as { val?: string } | undefined)?.val === 'v2', 5_000, 'the other cache to see v2');
+    await expect(wb.get('seven')).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
+  });
 });

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type Entity, type EntityDefinition, EntityRegistry } from '../bus/entities.js';
 import { InvalidOptionError, InvalidValueError, UnknownEntityError } from '../bus/errors.js';
-import { canonicalKey, keyKindOf, type KeyKind } from '../bus/key-types.js';
+import { canonicalKey, loadKeyKind, type KeyKind } from '../bus/key-types.js';
 import type { CacheCore } from './scope.js';
 import { runTransaction, Transaction } from './transaction.js';
 import { assertWriteThrough, upsertBehind } from './write-behind.js';
@@ -68,15 +68,8 @@ export class EntityHandle<R extends Row = Row> {
     if (this.#kind !== undefined) return Promise.resolve(this.#kind);
     this.#kindLoad ??= (async () => {
       const s = this.entity.sql;
-      const res = await (this.#tx()?.client ?? this.#pool()).query<{ t: string }>(
-        `SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a
-          WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, [s.table, this.entity.key]);
-      const type = res.rows[0]?.t;
-      if (type === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${s.table} does not exist or has no key column ${this.entity.key}`);
-      const kind = keyKindOf(type);
-      if (kind === 'other') {
-        process.emitWarning(`entity ${this.entity.name}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`, { code: 'CACHEBUS_KEY_TYPE' });
-      }
+      const kind = await loadKeyKind(this.#tx()?.client ?? this.#pool(), s.table, this.entity.key, this.entity.name);
+      if (kind === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${s.table} does not exist or has no key column ${this.entity.key}`);
       this.#kind = kind;
       return kind;
     })().finally(() => { this.#kindLoad = undefined; });

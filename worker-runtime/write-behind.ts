@@ -2,7 +2,8 @@ import type pg from 'pg';
 import type { Entity, EntityDefinition } from '../bus/entities.js';
 import { defineEntity } from '../bus/entities.js';
 import type { RedisClient } from '../bus/connection.js';
-import { ClosedError, InvalidOptionError, WriteModeError } from '../bus/errors.js';
+import { ClosedError, InvalidOptionError, UnknownEntityError, WriteModeError } from '../bus/errors.js';
+import { canonicalKey, loadKeyKind, type KeyKind } from '../bus/key-types.js';
 import { writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
 import { closePg, openPg, type PgHandle, type PgInput } from '../bus/pg.js';
 import { parsePending, pendingToRow } from '../bus/write-behind/codec.js';
@@ -190,6 +191,7 @@ export class WriteBehindEntity<R extends Row = Row> {
   readonly #pg: PgHandle;
   readonly #select: string;
   #closing: Promise<void> | undefined;
+  #kind: Promise<KeyKind> | undefined;
 
   /** @internal use writeBehind() */
   constructor(cache: Cache<{}>, entity: Entity, writer: WriteBehindWriter, ticks: TickQueue, hook: OverlayHook, pgInput: PgInput | undefined) {
@@ -201,6 +203,16 @@ export class WriteBehindEntity<R extends Row = Row> {
     this.#pg = openPg(pgInput);
     const s = entity.sql;
     this.#select = `SELECT ${[s.key, s.version!, ...s.columns].join(', ')} FROM ${s.table} WHERE ${s.key} = $1`;
+  }
+
+  /** The id as Postgres prints it (InvalidValueError for an id the key column could not hold). */
+  async #canonical(id: unknown): Promise<string> {
+    this.#kind ??= loadKeyKind(this.#pg.pool, this.entity.sql.table, this.entity.key, this.entity.name).then((k) => {
+      if (k === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${this.entity.sql.table} does not exist or has no key column ${this.entity.key}`);
+      return k;
+    });
+    this.#kind.catch(() => { this.#kind = undefined; }); // a failed lookup is tried again next time
+    return canonicalKey(await this.#kind, id, `${this.entity.name} key`);
   }
 
   /** Counters of the writer (rows written, script calls, refused rows, tick errors). */
@@ -215,6 +227,13 @@ export class WriteBehindEntity<R extends Row = Row> {
    */
   async write(row: R): Promise<WriteResult> {
     if (this.#closing !== undefined) throw new ClosedError('write-behind entity');
+    // The key as Postgres prints it (issue 12 case 12): '007' and 7 are one row, one cache key.
+    const key = this.entity.key;
+    if (row !== null && typeof row === 'object' && key in row) {
+      const given = row[key];
+      const canon = await this.#canonical(given);
+      if (canon !== String(given)) row = { ...row, [key]: canon }; // a 7 stays the number 7; '007' becomes '7'
+    }
     // The row and its cache key are validated before the script runs: a rejected write changed nothing.
     const p = await this.#writer.write(row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
     // The script made the row durable AND appended its invalidation (one atomic step, I4): only
@@ -225,12 +244,13 @@ export class WriteBehindEntity<R extends Row = Row> {
 
   /** Read-through: the local value, else the pending row, else the Postgres row (undefined: none). */
   async get(id: string | number): Promise<R | undefined> {
-    return (await this.#cache.get(this.entity.cacheKey(id), () => this.#load(id))) as R | undefined;
+    const canon = await this.#canonical(id);
+    return (await this.#cache.get(this.entity.cacheKey(canon), () => this.#load(canon))) as R | undefined;
   }
 
   /** The row pending in Redis (written, not yet flushed), if any. */
   async pending(id: string | number): Promise<R | undefined> {
-    const [p] = await this.#writer.pending([String(id)]);
+    const [p] = await this.#writer.pending([await this.#canonical(id)]);
     return p === undefined ? undefined : (pendingToRow(this.entity, p) as R);
   }
 

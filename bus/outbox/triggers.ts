@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { defineEntity, quoteIdent, type Entity, type EntityDefinition } from '../entities.js';
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, UnknownEntityError } from '../errors.js';
 import { keyKindOf, keySql, type KeyKind } from '../key-types.js';
 import { assertNamespace } from '../keys.js';
 import { DEFAULT_OUTBOX, OUTBOX_CHANNEL } from './rows.js';
@@ -53,7 +53,7 @@ async function resolve(db: Db, entity: Entity, outbox: string | undefined): Prom
     `SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a
       WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, [table, entity.key]);
   const type = col.rows[0]?.t;
-  if (type === undefined) throw new InvalidOptionError(`table ${table} does not exist or has no column ${JSON.stringify(entity.key)} (the key column)`);
+  if (type === undefined) throw new UnknownEntityError(`table ${table} does not exist or has no column ${JSON.stringify(entity.key)} (the key column)`);
   return { schema, tName, table, outbox: outQ, keyKind: keyKindOf(type) };
 }
 
