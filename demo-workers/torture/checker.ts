@@ -119,7 +119,7 @@ export function window(h: History, id: number | undefined, from: number, to: num
   const lines: Line[] = [];
   const inWin = (a: number, b: number): boolean => b >= from && a <= to;
   for (const f of h.faults) if (inWin(f.start, f.end)) lines.push([f.start, `  ${fmt(f.start)} FAULT ${f.fault} ${f.detail}${f.skipped ? ` (skipped: ${f.skipped})` : ''} until ${fmt(f.end)}`]);
-  for (const c of h.crashes) if (inWin(c.at, c.at)) lines.push([c.at, `  ${fmt(c.at)} CRASH ${c.what}: ${c.detail}`]);
+  for (const c of h.crashes) if (inWin(c.at, c.at)) lines.push([c.at, `  ${fmt(c.at)} CRASH ${c.what}: ${c.detail.split('\n')[0]}`]);
   if (id !== undefined) {
     for (const w of h.writes) if (w.id === id && inWin(w.start, w.end)) lines.push([w.start, `  ${fmt(w.start)}…${fmt(w.end)} write ${w.how} row ${id} v${w.v} by ${w.worker < 0 ? 'outside' : `w${w.worker}`}${w.acked ? ' acked' : ' NOT acked'}`]);
     const reads = h.reads.filter((r) => r.id === id && inWin(r.start, r.end));

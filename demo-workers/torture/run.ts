@@ -60,7 +60,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
   const tails = new Map<number, string>();
   const onFork = (w: import('node:cluster').Worker): void => {
     const pid = w.process.pid!;
-    const keep = (d: Buffer): void => { tails.set(pid, ((tails.get(pid) ?? '') + d.toString()).slice(-2_000)); };
+    const keep = (d: Buffer): void => { tails.set(pid, ((tails.get(pid) ?? '') + d.toString()).slice(-8_000)); };
     w.process.stdout?.on('data', keep);
     w.process.stderr?.on('data', keep);
   };
@@ -83,6 +83,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const outbox = `${schema}.cachebus_outbox`;
     await cachebus(['install-triggers', '--table', `${schema}.products`, '--entity', 'product', '--database', infra.databaseUrl, '--outbox-table', outbox, '--namespace', namespace]);
     sidecar = new TortureSidecar(['--namespace', namespace, '--prefix', prefix, '--redis', redis.url, '--database', dbUrl, '--outbox-table', outbox], crash);
+    sidecar.onRestart = (downMs) => { const t = now(); history.sidecarDown.push([t - downMs, t]); };
     await sidecar.start();
 
     const killed = new Set<number>();
@@ -96,7 +97,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const h = handle;
     h.on('error', (err) => crash('cluster', String((err as Error)?.message ?? err)));
     h.on('exit', (e) => {
-      if (!e.expected && !killed.delete(e.pid)) crash(`worker w${e.index}`, `pid ${e.pid} exit ${e.code ?? e.signal}: ${(tails.get(e.pid) ?? '').trim().split('\n').slice(-4).join(' | ')}`);
+      if (!e.expected && !killed.delete(e.pid)) crash(`worker w${e.index}`, `pid ${e.pid} exit ${e.code ?? e.signal}: ${(tails.get(e.pid) ?? '').trim().split('\n').slice(-60).join('\n      ')}`);
     });
     const slots = (): ({ port: number; pid: number } | undefined)[] =>
       h.workers.map((w) => (w?.ready ? w.info as TortureReady : undefined));

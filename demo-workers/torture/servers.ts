@@ -80,6 +80,9 @@ export class TortureSidecar {
   #expected = new Set<number>();
   #starting: Promise<void> | undefined;
 
+  /** Called when a crashed sidecar is running again, with how long it was down (ms). */
+  onRestart: ((downMs: number) => void) | undefined;
+
   constructor(readonly args: string[], readonly onCrash: OnCrash) {}
 
   get up(): boolean { return this.#proc !== undefined && this.#starting === undefined; }
@@ -105,7 +108,7 @@ export class TortureSidecar {
     const proc = spawn(process.execPath, ['--disable-warning=CACHEBUS_WB_DURABILITY', CLI, 'sidecar', '--port', '0', ...this.args],
       { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    const onData = (d: Buffer): void => { out = (out + d.toString()).slice(-4_000); };
+    const onData = (d: Buffer): void => { out = (out + d.toString()).slice(-8_000); };
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
     await new Promise<void>((resolve, reject) => {
@@ -123,7 +126,11 @@ export class TortureSidecar {
     });
     proc.once('exit', (code, signal) => {
       if (this.#proc === proc) this.#proc = undefined;
-      if (!this.#expected.delete(proc.pid!)) this.onCrash('sidecar', `exit ${code ?? signal}: ${out.trim().split('\n').slice(-3).join(' | ')}`);
+      if (this.#expected.delete(proc.pid!)) return;
+      this.onCrash('sidecar', `exit ${code ?? signal}:\n      ${out.trim().split('\n').slice(-40).join('\n      ')}`);
+      // Counted as a crash; started again so the rest of the run still has an outbox relay and a flusher.
+      const down = Date.now();
+      this.start().then(() => this.onRestart?.(Date.now() - down), () => undefined);
     });
     this.#proc = proc;
   }
