@@ -34,6 +34,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** Executes a schedule against the running system; records every fault (and what it skipped) in the history. */
 export class Nemesis {
   readonly gapFailures: GapFailure[] = [];
+  /** Gap obligations made / met (a worker restarted meanwhile is neither). */
+  readonly gapChecks = { made: 0, met: 0 };
   readonly #checks: Promise<void>[] = [];
   readonly #frozen = new Map<number, Frozen>();
   #redisBusy: Promise<void> | undefined;
@@ -88,6 +90,7 @@ export class Nemesis {
 
   /** A worker that must detect a gap: polls its /stats until its gap counter moved, for up to 10 s after `from`. */
   #oblige(o: GapObligation, from: Promise<number>): void {
+    this.gapChecks.made++;
     this.#checks.push((async () => {
       const start = await from;
       const deadline = start + 10_000;
@@ -95,7 +98,7 @@ export class Nemesis {
         const s = this.ctx.slots()[o.slot];
         if (s === undefined || s.pid !== o.pid) return; // restarted: a new process starts empty
         const st = await this.#stats(o.slot);
-        if (st !== undefined && st.pid === o.pid && st.gaps > o.before) return;
+        if (st !== undefined && st.pid === o.pid && st.gaps > o.before) { this.gapChecks.met++; return; }
         if (now() > deadline) {
           this.gapFailures.push({ ...o, detail: `no gap counted within 10 s (gaps ${st?.gaps ?? '?'}, was ${o.before})` });
           return;

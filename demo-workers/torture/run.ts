@@ -138,7 +138,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       if (behind === 0 || now() - drainStart > 30_000) break;
       await new Promise((r) => setTimeout(r, 200));
     }
-    log(`drained in ${Math.round(now() - drainStart)} ms`);
+    log(`drained in ${Math.round(now() - drainStart)} ms; gap checks: ${nemesis.gapChecks.made} workers had to detect a gap, ${nemesis.gapChecks.met} did (the others restarted or failed)`);
     const regressions: Regression[] = (await admin.query<{ id: number; old_v: string; new_v: string }>(`SELECT id, old_v, new_v FROM "${schema}".torture_regressions`))
       .rows.map((r) => ({ id: r.id, oldV: Number(r.old_v), newV: Number(r.new_v) }));
     const verdict = check({ history, boundMs: o.boundMs, finalVersions, regressions, gapFailures: nemesis.gapFailures, baseline });
