@@ -230,7 +230,7 @@ export class Nemesis {
       }
       case 'pg-terminate': {
         const r = await this.ctx.admin.query<{ pid: number }>(
-          `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() ORDER BY random() LIMIT $2`,
+          `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1 || '%' AND pid <> pg_backend_pid() ORDER BY random() LIMIT $2`,
           [this.ctx.appName, f.target]);
         h.fault(f.fault, `${r.rowCount} backends`).end = now();
         return;

@@ -82,6 +82,12 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       WHEN (NEW.version < OLD.version) EXECUTE FUNCTION "${schema}".torture_audit()`);
     const outbox = `${schema}.cachebus_outbox`;
     await cachebus(['install-triggers', '--table', `${schema}.products`, '--entity', 'product', '--database', infra.databaseUrl, '--outbox-table', outbox, '--namespace', namespace]);
+    // The outbox relays only what the outside writer changes: a worker's own writes must reach the
+    // bus through the worker, or a missing invalidation there would be hidden by the trigger.
+    await infra.pool.query(`DROP TRIGGER cachebus_outbox_upd ON ${table};
+      CREATE TRIGGER cachebus_outbox_upd AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS cachebus_old NEW TABLE AS cachebus_new
+      FOR EACH STATEMENT WHEN (current_setting('application_name') = '${appName}_outside')
+      EXECUTE FUNCTION ${(await infra.pool.query<{ fn: string }>(`SELECT tgfoid::regproc::text AS fn FROM pg_trigger WHERE tgname = 'cachebus_outbox_upd' AND tgrelid = $1::regclass`, [table])).rows[0]!.fn}()`);
     sidecar = new TortureSidecar(['--namespace', namespace, '--prefix', prefix, '--redis', redis.url, '--database', dbUrl, '--outbox-table', outbox], crash);
     sidecar.onRestart = (downMs) => { const t = now(); history.sidecarDown.push([t - downMs, t]); };
     await sidecar.start();
@@ -103,7 +109,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       h.workers.map((w) => (w?.ready ? w.info as TortureReady : undefined));
 
     const admin = new pg.Pool({ connectionString: infra.databaseUrl, max: 2 });
-    const outside = new pg.Pool({ connectionString: dbUrl, max: 2 });
+    const outside = new pg.Pool({ connectionString: withApp(infra.databaseUrl, `${appName}_outside`), max: 2 });
     for (const p of [admin, outside]) { p.on('error', () => undefined); pools.push(p); }
     const baseline = new Map((await admin.query<{ id: number; version: string }>(`SELECT id, version FROM ${table}`)).rows.map((r) => [r.id, Number(r.version)]));
 
