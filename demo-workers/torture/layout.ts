@@ -20,7 +20,8 @@ export const tagOf = (id: number): string => `grp:${id % 3}`;
 
 /** What the primary hands every torture worker. */
 export interface TortureWorkerConfig {
-  readonly redisUrl: string;
+  /** Redis of each worker slot: a StallProxy in front of the torture's redis-server. */
+  readonly redisUrls: readonly string[];
   /** Carries application_name, so pg-terminate only hits this run's backends. */
   readonly databaseUrl: string;
   readonly schema: string;

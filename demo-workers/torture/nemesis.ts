@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { now, type History } from './history.js';
 import type { WorkerStats } from './layout.js';
 import { Prng } from './prng.js';
+import type { StallProxy } from './proxy.js';
 import { describe, type ScheduledFault } from './schedule.js';
 import type { TortureRedis, TortureSidecar } from './servers.js';
 import { call, type Slots } from './workload.js';
@@ -25,6 +26,8 @@ export interface NemesisContext {
   readonly namespace: string;
   /** Marks a worker pid as killed by the nemesis (so its exit is no crash). */
   readonly expectExit: (pid: number) => void;
+  /** The proxy between each worker slot and Redis. */
+  readonly proxies: readonly StallProxy[];
 }
 
 interface Frozen { readonly pid: number; readonly added: number; readonly gaps: number | undefined; resumed: Promise<number> }
@@ -150,6 +153,24 @@ export class Nemesis {
           }
         } catch {
           // the worker died meanwhile
+        } finally {
+          this.#frozen.delete(slot);
+          op.end = now();
+          resume(now());
+        }
+        return;
+      }
+      case 'stall-redis': {
+        const p = this.ctx.proxies[slot];
+        const s = this.ctx.slots()[slot];
+        if (p === undefined || p.stalled || s === undefined || this.#frozen.has(slot)) { h.fault(f.fault, `w${slot}`, 'already stalled or frozen, or not running'); return; }
+        // A stalled worker can read nothing either: it is "frozen" for the gap obligations.
+        const gaps = (await this.#stats(slot))?.gaps;
+        let resume!: (t: number) => void;
+        this.#frozen.set(slot, { pid: s.pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }) });
+        const op = h.fault(f.fault, `w${slot} ${f.durationMs}ms`);
+        try {
+          await p.stall(f.durationMs);
         } finally {
           this.#frozen.delete(slot);
           op.end = now();

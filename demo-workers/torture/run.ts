@@ -10,6 +10,7 @@ import { ROWS, type TortureReady, type TortureWorkerConfig } from './layout.js';
 import { Nemesis } from './nemesis.js';
 import { randomSeed } from './prng.js';
 import { describe, makeSchedule, type Fault } from './schedule.js';
+import { StallProxy } from './proxy.js';
 import { TortureRedis, TortureSidecar } from './servers.js';
 import { runWorkload } from './workload.js';
 
@@ -57,6 +58,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
   let handle: ClusterHandle | undefined;
   let sidecar: TortureSidecar | undefined;
   const pools: pg.Pool[] = [];
+  const proxies: StallProxy[] = [];
   const tails = new Map<number, string>();
   const onFork = (w: import('node:cluster').Worker): void => {
     const pid = w.process.pid!;
@@ -93,8 +95,9 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     await sidecar.start();
 
     const killed = new Set<number>();
+    for (let i = 0; i < o.workers; i++) proxies.push(await StallProxy.start(redis.port));
     const config: TortureWorkerConfig = {
-      redisUrl: redis.url, databaseUrl: dbUrl, schema, prefix, namespace, maxStaleMs: Math.max(100, Math.floor(o.boundMs / 2)), mutation: o.mutation,
+      redisUrls: proxies.map((p) => `redis://127.0.0.1:${p.port}`), databaseUrl: dbUrl, schema, prefix, namespace, maxStaleMs: Math.max(100, Math.floor(o.boundMs / 2)), mutation: o.mutation,
     };
     handle = await startCluster({
       exec: WORKER, workers: o.workers, config, readyTimeoutMs: 60_000, restartDelayMs: 100, restartMaxDelayMs: 1_000, silent: true,
@@ -115,7 +118,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
 
     const nemesis = new Nemesis({
       seed, slots, history, redis, sidecar, admin, appName, stream: `${prefix}:{${namespace}}:inval`, namespace,
-      expectExit: (pid) => killed.add(pid),
+      expectExit: (pid) => killed.add(pid), proxies,
     });
     const load = new AbortController();
     resetClock();
@@ -164,6 +167,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     cluster.off('fork', onFork);
     await handle?.stop().catch(() => undefined);
     await sidecar?.stop().catch(() => undefined);
+    for (const p of proxies) await p.close().catch(() => undefined);
     for (const p of pools) await p.end().catch(() => undefined);
     await infra?.close().catch(() => undefined);
     await redis.dispose();

@@ -13,6 +13,7 @@ export const FAULTS = [
   'redis-restart', // kill -9 of redis-server, restarted on the same port (AOF, fsync always)
   'redis-wipe', // kill -9 of redis-server, restarted empty (AOF deleted)
   'pg-terminate', // pg_terminate_backend of random backends of this run
+  'stall-redis', // a silent network stall (a proxy that stops forwarding) between one worker and Redis
 ] as const;
 export type Fault = (typeof FAULTS)[number];
 
@@ -58,6 +59,7 @@ export function makeSchedule(seed: number, seconds: number, faults: readonly Fau
     const target = fault === 'client-kill' || fault === 'stream-xdel' || fault === 'pg-terminate' ? rng.int(1, 3) : rng.int(0, workers - 1);
     const durationMs = fault === 'stop-worker' ? rng.int(300, 3_000)
       : fault === 'block-loop' ? rng.int(200, 2_000)
+        : fault === 'stall-redis' ? rng.int(300, 4_000)
         : fault === 'kill-sidecar' ? rng.int(200, 2_000)
           : 0;
     out.push({ at, fault, target, durationMs });
@@ -67,6 +69,6 @@ export function makeSchedule(seed: number, seconds: number, faults: readonly Fau
 
 export function describe(f: ScheduledFault): string {
   const t = `+${(f.at / 1000).toFixed(2)}s`;
-  const arg = f.fault.endsWith('worker') || f.fault === 'block-loop' ? ` w${f.target}` : f.fault === 'kill-sidecar' || f.fault.startsWith('redis') ? '' : ` ×${f.target}`;
+  const arg = f.fault.endsWith('worker') || f.fault === 'block-loop' || f.fault === 'stall-redis' ? ` w${f.target}` : f.fault === 'kill-sidecar' || f.fault.startsWith('redis') ? '' : ` ×${f.target}`;
   return `${t} ${f.fault}${arg}${f.durationMs ? ` ${f.durationMs}ms` : ''}`;
 }

@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
-import { createCache, onShutdown, workerConfig, workerReady, writeBehind, type Cache } from '../../worker-runtime/index.js';
+import { createCache, onShutdown, workerConfig, workerIndex, workerReady, writeBehind, type Cache } from '../../worker-runtime/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureReady, type TortureWorkerConfig, type WorkerStats, type WriteAnswer } from './layout.js';
 
 type Value = { v?: number; version?: string | number };
@@ -15,7 +15,7 @@ const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 
 const cache: Cache<Value> = await createCache<Value>({
-  redis: cfg.redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
+  redis: cfg.redisUrls[workerIndex()]!, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
 });
 cache.on('error', () => undefined);
 const def = { table: `${cfg.schema}.products`, key: 'id', version: 'version', columns: ['name', 'price'] };
