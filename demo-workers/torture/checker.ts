@@ -26,7 +26,10 @@ export interface Verdict {
   readonly staleWithinBound: { count: number; p99Ms: number | null };
   readonly lostWrites: LostWrite[];
   readonly overtakenWrites: Regression[];
+  /** Workers that served across a gap they did not count (violations of I2). */
   readonly undetectedGaps: GapFailure[];
+  /** Workers that did not count a gap they had to (served nothing old: reported, not a violation). */
+  readonly gapsNotCounted: GapFailure[];
   readonly crashes: History['crashes'];
   readonly ok: boolean;
 }
@@ -102,10 +105,27 @@ export function check(i: CheckInput): Verdict {
     const got = i.finalVersions.get(id);
     if (got === undefined || got < last.v) lost.push({ id, expected: last, got });
   }
+  // A worker that did not count a gap violates I2 only if it kept serving across it: a local hit
+  // after the fault on a row it had neither loaded nor written since (so the entry predates it).
+  const undetected: GapFailure[] = [];
+  for (const g of i.gapFailures) {
+    const fresh = new Set<number>();
+    let served = 0;
+    const events = [
+      ...h.reads.filter((r) => r.pid === g.pid && r.start > g.at).map((r) => ({ t: r.start, id: r.id, hit: r.hit })),
+      ...h.writes.filter((w) => w.worker === g.slot && w.start > g.at).map((w) => ({ t: w.end, id: w.id, hit: false })),
+    ].sort((a, b) => a.t - b.t);
+    let first: number | undefined;
+    for (const e of events) {
+      if (!e.hit) fresh.add(e.id);
+      else if (!fresh.has(e.id)) { served++; first ??= e.t; }
+    }
+    if (served > 0) undetected.push({ ...g, detail: `${g.detail}; served ${served} local hits of entries cached before it (first at ${fmt(first!)})` });
+  }
   const verdict = {
     reads: h.reads.length, writes: acked.length,
     staleBeyondBound: beyond, staleWithinBound: { count: ages.length, p99Ms: quantile(ages, 0.99) },
-    lostWrites: lost, overtakenWrites: [...i.regressions], undetectedGaps: [...i.gapFailures], crashes: [...h.crashes],
+    lostWrites: lost, overtakenWrites: [...i.regressions], undetectedGaps: undetected, gapsNotCounted: [...i.gapFailures], crashes: [...h.crashes],
   };
   return {
     ...verdict,
@@ -145,6 +165,10 @@ export function explain(v: Verdict, h: History, boundMs: number): string[] {
   for (const g of v.undetectedGaps.slice(0, 5)) {
     out.push(`UNDETECTED GAP: w${g.slot} (pid ${g.pid}) after ${g.why} at ${fmt(g.at)}: ${g.detail}`);
     out.push(...window(h, undefined, g.at - 3_000, g.at + 1_000));
+  }
+  for (const g of v.gapsNotCounted.filter((x) => !v.undetectedGaps.some((u) => u.pid === x.pid && u.at === x.at)).slice(0, 5)) {
+    const after = h.reads.filter((r) => r.pid === g.pid && r.start > g.at);
+    out.push(`note: w${g.slot} (pid ${g.pid}) counted no gap after ${g.why} at ${fmt(g.at)}, but served no entry older than it (${after.filter((r) => r.hit).length} hits in ${after.length} reads after it)`);
   }
   for (const c of v.crashes) {
     out.push(`CRASH: ${c.what} at ${fmt(c.at)}: ${c.detail}`);

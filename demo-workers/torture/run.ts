@@ -152,7 +152,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       .rows.map((r) => ({ id: r.id, oldV: Number(r.old_v), newV: Number(r.new_v) }));
     const verdict = check({ history, boundMs: o.boundMs, finalVersions, regressions, gapFailures: nemesis.gapFailures, baseline });
     for (const f of history.faults) if (f.skipped !== undefined) log(`  fault ${f.fault} at ${fmt(f.start - t0)} skipped: ${f.skipped}`);
-    if (!verdict.ok) for (const line of explain(verdict, history, o.boundMs)) log(line);
+    if (!verdict.ok || verdict.gapsNotCounted.length > 0) for (const line of explain(verdict, history, o.boundMs)) log(line);
     const summary: TortureSummary = {
       seed, seconds: o.seconds, faults: history.faultCounts(), reads: verdict.reads, writes: verdict.writes,
       violations: {
