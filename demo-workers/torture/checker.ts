@@ -51,7 +51,7 @@ function effectiveTime(w: WriteOp, h: History): number {
 }
 
 /** Write-behind rows acknowledged before a redis-wipe were lost by design (no AOF left): not required. */
-function requiredWrites(h: History): WriteOp[] {
+export function requiredWrites(h: History): WriteOp[] {
   const wipes = h.faults.filter((f) => f.fault === 'redis-wipe' && f.skipped === undefined).map((f) => f.end);
   const lastWipe = wipes.length === 0 ? -Infinity : Math.max(...wipes);
   return h.writes.filter((w) => w.acked && !(w.how === 'write-behind' && w.start < lastWipe));

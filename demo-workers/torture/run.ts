@@ -4,7 +4,7 @@ import pg from 'pg';
 import { startCluster, type ClusterHandle } from '../../worker-runtime/index.js';
 import { LOOPBACK_PG, openInfra, type Infra } from '../infra.js';
 import { cachebus } from '../sidecar-proc.js';
-import { check, explain, type Regression, type Verdict } from './checker.js';
+import { check, explain, requiredWrites, type Regression, type Verdict } from './checker.js';
 import { fmt, History, now, resetClock } from './history.js';
 import { ROWS, type TortureReady, type TortureWorkerConfig } from './layout.js';
 import { Nemesis } from './nemesis.js';
@@ -138,7 +138,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     if (!sidecar.up) await sidecar.start();
     await nemesis.settle();
     const want = new Map<number, number>();
-    for (const w of history.writes) if (w.acked) want.set(w.id, Math.max(want.get(w.id) ?? 0, w.v));
+    for (const w of requiredWrites(history)) want.set(w.id, Math.max(want.get(w.id) ?? 0, w.v));
     const drainStart = now();
     let finalVersions = new Map<number, number>();
     for (;;) {
