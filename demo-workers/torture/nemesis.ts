@@ -28,6 +28,8 @@ export interface NemesisContext {
   readonly expectExit: (pid: number) => void;
   /** The proxy between each worker slot and Redis. */
   readonly proxies: readonly StallProxy[];
+  /** The proxy every connection of the app (workers, sidecar, outside writer) takes to Postgres. */
+  readonly pgProxy: StallProxy;
 }
 
 interface Frozen { readonly pid: number; readonly added: number; readonly gaps: number | undefined; resumed: Promise<number> }
@@ -176,6 +178,13 @@ export class Nemesis {
           op.end = now();
           resume(now());
         }
+        return;
+      }
+      case 'pg-refuse': {
+        if (this.ctx.pgProxy.refusing) { h.fault(f.fault, '', 'already refusing'); return; }
+        const op = h.fault(f.fault, `${f.durationMs}ms`);
+        await this.ctx.pgProxy.refuse(f.durationMs);
+        op.end = now();
         return;
       }
       case 'kill-sidecar': {

@@ -1,7 +1,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 /**
- * A loopback TCP forwarder between one worker and Redis. `stall(ms)` stops forwarding in both
+ * A loopback TCP forwarder (between one worker and Redis, or between the app and Postgres). `stall(ms)` stops forwarding in both
  * directions for a while (a silent network stall: no RST, no FIN, the bytes are kept and
  * delivered afterwards), as a congested or partitioned link does.
  */
@@ -12,8 +12,11 @@ export class StallProxy {
   #held: [Socket, Buffer][] = [];
   port = 0;
 
+  #refusing = false;
+
   private constructor(targetPort: number) {
     this.#server = createServer((client) => {
+      if (this.#refusing) { client.destroy(); return; }
       const upstream = connect(targetPort, '127.0.0.1');
       const pair: [Socket, Socket] = [client, upstream];
       this.#pairs.add(pair);
@@ -53,6 +56,15 @@ export class StallProxy {
     this.#stalled = false;
     for (const [to, chunk] of this.#held.splice(0)) if (!to.destroyed) to.write(chunk);
   }
+
+  /** Closes every new connection at once for `ms` (a server refusing logins); open ones stay. */
+  async refuse(ms: number): Promise<void> {
+    this.#refusing = true;
+    await new Promise((r) => setTimeout(r, ms));
+    this.#refusing = false;
+  }
+
+  get refusing(): boolean { return this.#refusing; }
 
   async close(): Promise<void> {
     for (const [a, b] of this.#pairs) { a.destroy(); b.destroy(); }

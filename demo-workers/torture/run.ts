@@ -59,6 +59,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
   let sidecar: TortureSidecar | undefined;
   const pools: pg.Pool[] = [];
   const proxies: StallProxy[] = [];
+  let pgProxy: StallProxy | undefined;
   const tails = new Map<number, string>();
   const onFork = (w: import('node:cluster').Worker): void => {
     const pid = w.process.pid!;
@@ -75,7 +76,12 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const table = `"${schema}".products`;
     const namespace = `torture-${prefix.slice(-8)}`;
     const appName = `cbt_${prefix.slice(-8)}`;
-    const dbUrl = withApp(infra.databaseUrl, appName);
+    // Every connection of the app goes to Postgres through a proxy the nemesis can make refuse logins.
+    const pgUrl = new URL(infra.databaseUrl);
+    pgProxy = await StallProxy.start(Number(pgUrl.port || 5432));
+    pgUrl.hostname = '127.0.0.1';
+    pgUrl.port = String(pgProxy.port);
+    const dbUrl = withApp(pgUrl.toString(), appName);
     // Audit: every UPDATE that moves a version backwards (an older write overtaking a newer one).
     await infra.pool.query(`CREATE TABLE "${schema}".torture_regressions (id int, old_v bigint, new_v bigint)`);
     await infra.pool.query(`CREATE FUNCTION "${schema}".torture_audit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -112,13 +118,13 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       h.workers.map((w) => (w?.ready ? w.info as TortureReady : undefined));
 
     const admin = new pg.Pool({ connectionString: infra.databaseUrl, max: 2 });
-    const outside = new pg.Pool({ connectionString: withApp(infra.databaseUrl, `${appName}_outside`), max: 2 });
+    const outside = new pg.Pool({ connectionString: withApp(pgUrl.toString(), `${appName}_outside`), max: 2 });
     for (const p of [admin, outside]) { p.on('error', () => undefined); pools.push(p); }
     const baseline = new Map((await admin.query<{ id: number; version: string }>(`SELECT id, version FROM ${table}`)).rows.map((r) => [r.id, Number(r.version)]));
 
     const nemesis = new Nemesis({
       seed, slots, history, redis, sidecar, admin, appName, stream: `${prefix}:{${namespace}}:inval`, namespace,
-      expectExit: (pid) => killed.add(pid), proxies,
+      expectExit: (pid) => killed.add(pid), proxies, pgProxy,
     });
     const load = new AbortController();
     resetClock();
@@ -168,6 +174,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     await handle?.stop().catch(() => undefined);
     await sidecar?.stop().catch(() => undefined);
     for (const p of proxies) await p.close().catch(() => undefined);
+    await pgProxy?.close().catch(() => undefined);
     for (const p of pools) await p.end().catch(() => undefined);
     await infra?.close().catch(() => undefined);
     await redis.dispose();

@@ -13,6 +13,7 @@ export const FAULTS = [
   'redis-restart', // kill -9 of redis-server, restarted on the same port (AOF, fsync always)
   'redis-wipe', // kill -9 of redis-server, restarted empty (AOF deleted)
   'pg-terminate', // pg_terminate_backend of random backends of this run
+  'pg-refuse', // Postgres refuses new connections for a few seconds (a proxy in front of it closes them)
   'stall-redis', // a silent network stall (a proxy that stops forwarding) between one worker and Redis
 ] as const;
 export type Fault = (typeof FAULTS)[number];
@@ -60,6 +61,7 @@ export function makeSchedule(seed: number, seconds: number, faults: readonly Fau
     const durationMs = fault === 'stop-worker' ? rng.int(300, 3_000)
       : fault === 'block-loop' ? rng.int(200, 2_000)
         : fault === 'stall-redis' ? rng.int(300, 4_000)
+          : fault === 'pg-refuse' ? rng.int(500, 4_000)
         : fault === 'kill-sidecar' ? rng.int(200, 2_000)
           : 0;
     out.push({ at, fault, target, durationMs });
