@@ -51,7 +51,7 @@ describe('torture schedule', () => {
 
 describe('torture checker', () => {
   const w = (id: number, v: number, end: number, how = 'sql') => ({ worker: 0, id, v, how, start: end - 5, end, acked: true });
-  const r = (id: number, v: number, start: number) => ({ worker: 1, pid: 1, id, v, hit: true, start, end: start + 1 });
+  const r = (id: number, v: number, start: number) => ({ worker: 1, pid: 1, cache: 0, id, v, hit: true, start, end: start + 1 });
 
   it('counts a read stale beyond the bound, within it, and not at all, exactly', () => {
     const h = new History();

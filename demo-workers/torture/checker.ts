@@ -112,7 +112,7 @@ export function check(i: CheckInput): Verdict {
     const fresh = new Set<number>();
     let served = 0;
     const events = [
-      ...h.reads.filter((r) => r.pid === g.pid && r.start > g.at).map((r) => ({ t: r.start, id: r.id, hit: r.hit })),
+      ...h.reads.filter((r) => r.pid === g.pid && g.caches.includes(r.cache) && r.start > g.at).map((r) => ({ t: r.start, id: r.id, hit: r.hit })),
       ...h.writes.filter((w) => w.worker === g.slot && w.start > g.at).map((w) => ({ t: w.end, id: w.id, hit: false })),
     ].sort((a, b) => a.t - b.t);
     let first: number | undefined;
@@ -143,7 +143,7 @@ export function window(h: History, id: number | undefined, from: number, to: num
   if (id !== undefined) {
     for (const w of h.writes) if (w.id === id && inWin(w.start, w.end)) lines.push([w.start, `  ${fmt(w.start)}…${fmt(w.end)} write ${w.how} row ${id} v${w.v} by ${w.worker < 0 ? 'outside' : `w${w.worker}`}${w.acked ? ' acked' : ' NOT acked'}`]);
     const reads = h.reads.filter((r) => r.id === id && inWin(r.start, r.end));
-    for (const r of reads.slice(-25)) lines.push([r.start, `  ${fmt(r.start)}…${fmt(r.end)} read  row ${id} → v${r.v} by w${r.worker} (pid ${r.pid})${r.hit ? ' hit' : ''}`]);
+    for (const r of reads.slice(-25)) lines.push([r.start, `  ${fmt(r.start)}…${fmt(r.end)} read  row ${id} → v${r.v} by w${r.worker}${r.cache ? ` thread ${r.cache}` : ''} (pid ${r.pid})${r.hit ? ' hit' : ''}`]);
   }
   return lines.sort((a, b) => a[0] - b[0]).map((l) => l[1]);
 }
@@ -167,7 +167,7 @@ export function explain(v: Verdict, h: History, boundMs: number): string[] {
     out.push(...window(h, undefined, g.at - 3_000, g.at + 1_000));
   }
   for (const g of v.gapsNotCounted.filter((x) => !v.undetectedGaps.some((u) => u.pid === x.pid && u.at === x.at)).slice(0, 5)) {
-    const after = h.reads.filter((r) => r.pid === g.pid && r.start > g.at);
+    const after = h.reads.filter((r) => r.pid === g.pid && g.caches.includes(r.cache) && r.start > g.at);
     out.push(`note: w${g.slot} (pid ${g.pid}) counted no gap after ${g.why} at ${fmt(g.at)}, but served no entry older than it (${after.filter((r) => r.hit).length} hits in ${after.length} reads after it)`);
   }
   for (const c of v.crashes) {

@@ -6,7 +6,8 @@ export const now = (): number => performance.now() - base;
 /** Time 0 of the history: the load starts now. */
 export function resetClock(): void { base = performance.now(); }
 
-export interface ReadOp { readonly worker: number; readonly pid: number; readonly id: number; readonly v: number; readonly hit: boolean; readonly start: number; readonly end: number }
+/** `cache`: 0 the worker's main thread, 1 its piscina thread. */
+export interface ReadOp { readonly worker: number; readonly pid: number; readonly cache: number; readonly id: number; readonly v: number; readonly hit: boolean; readonly start: number; readonly end: number }
 /**
  * A write. `acked`: the path reported success (COMMIT returned and the invalidation was
  * published, or the write-behind row is durable in Redis). Unacknowledged writes may or may

@@ -38,4 +38,5 @@ export interface ReadAnswer { readonly v: number; readonly h: 0 | 1 }
 /** POST /w/<id>: the version written; pub 0 when the row changed but the invalidation was not published. */
 export interface WriteAnswer { readonly v: number; readonly pub: 0 | 1; readonly how: string }
 /** GET /stats */
-export interface WorkerStats { readonly pid: number; readonly gaps: number; readonly gapClears: number }
+/** GET /stats: the gaps each cache of the worker counted (main thread first, then its piscina threads). */
+export interface WorkerStats { readonly pid: number; readonly gaps: readonly number[] }

@@ -9,8 +9,9 @@ import type { TortureRedis, TortureSidecar } from './servers.js';
 import { call, type Slots } from './workload.js';
 
 /** A worker that must show a detected gap (its gap counter above `before`) by `deadline`, unless it restarted. */
-export interface GapObligation { readonly slot: number; readonly pid: number; readonly before: number; readonly why: string; readonly at: number }
-export interface GapFailure extends GapObligation { readonly detail: string }
+export interface GapObligation { readonly slot: number; readonly pid: number; readonly before: readonly number[]; readonly why: string; readonly at: number }
+/** `caches`: which caches of the worker (0 main, 1… its threads) counted no gap. */
+export interface GapFailure extends GapObligation { readonly detail: string; readonly caches: readonly number[] }
 
 export interface NemesisContext {
   readonly seed: number;
@@ -32,7 +33,7 @@ export interface NemesisContext {
   readonly pgProxy: StallProxy;
 }
 
-interface Frozen { readonly pid: number; readonly added: number; readonly gaps: number | undefined; resumed: Promise<number> }
+interface Frozen { readonly pid: number; readonly added: number; readonly gaps: readonly number[] | undefined; resumed: Promise<number> }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -103,9 +104,10 @@ export class Nemesis {
         const s = this.ctx.slots()[o.slot];
         if (s === undefined || s.pid !== o.pid) return; // restarted: a new process starts empty
         const st = await this.#stats(o.slot);
-        if (st !== undefined && st.pid === o.pid && st.gaps > o.before) { this.gapChecks.met++; return; }
+        const missing = st === undefined || st.pid !== o.pid ? o.before.map((_, k) => k) : o.before.map((b, k) => ((st.gaps[k] ?? -1) > b ? -1 : k)).filter((k) => k >= 0);
+        if (missing.length === 0) { this.gapChecks.met++; return; }
         if (now() > deadline) {
-          this.gapFailures.push({ ...o, detail: `no gap counted within 10 s (gaps ${st?.gaps ?? '?'}, was ${o.before})` });
+          this.gapFailures.push({ ...o, caches: missing, detail: `no gap counted within 10 s by cache ${missing.map((k) => (k === 0 ? 'main' : `thread ${k}`)).join(', ')} (gaps ${st?.gaps.join('/') ?? '?'}, was ${o.before.join('/')})` });
           return;
         }
         await sleep(200);

@@ -1,56 +1,34 @@
 /**
- * One torture worker (forked by startCluster): one cache, every write path, a tiny HTTP API the
- * primary drives. Uses only the package's public API.
+ * One torture worker (forked by startCluster): a cache in the main thread, one piscina thread
+ * with its own cache, every write path, and a tiny HTTP API the primary drives. Uses only the
+ * package's public API.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { createCache, onShutdown, workerConfig, workerIndex, workerReady, writeBehind, type Cache } from '../../worker-runtime/index.js';
+import {
+  closeCachePool, createCache, createCachePool, onShutdown, threadStats, workerConfig, workerIndex, workerReady, type Cache, type CacheStats,
+} from '../../worker-runtime/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureReady, type TortureWorkerConfig, type WorkerStats, type WriteAnswer } from './layout.js';
+import { paths, type Value } from './reads.js';
 
-type Value = { v?: number; version?: string | number };
 const cfg = workerConfig<TortureWorkerConfig>();
+const redisUrl = cfg.redisUrls[workerIndex()]!;
 const table = `"${cfg.schema}".products`;
 const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 
 const cache: Cache<Value> = await createCache<Value>({
-  redis: cfg.redisUrls[workerIndex()]!, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
+  redis: redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
 });
 cache.on('error', () => undefined);
-const def = { table: `${cfg.schema}.products`, key: 'id', version: 'version', columns: ['name', 'price'] };
-const wb = await writeBehind(cache as Cache<{}>, { ...def, name: 'wb' }, { pg: pool });
-const ent = cache.entity<{ id: number; name: string; price: number; version: string }>({ ...def, name: 'ent' });
-
-const version = (x: Value | undefined): number => (x === undefined ? -1 : x.v ?? (x.version === undefined ? -1 : Number(x.version)));
-const loadVersion = async (id: number): Promise<Value | undefined> => {
-  const r = await pool.query<{ version: string }>(`SELECT version FROM ${table} WHERE id = $1`, [id]);
-  return r.rows[0] === undefined ? undefined : { v: Number(r.rows[0].version) };
-};
+const { wb, ent, read } = await paths(cache, pool, cfg);
+const threads = createCachePool<number, ReadAnswer>({
+  filename: fileURLToPath(new URL('./thread-task.js', import.meta.url)),
+  minThreads: 1, maxThreads: 1, concurrentTasksPerWorker: 8, workerData: { ...cfg, redisUrl },
+});
 const noPublish = cfg.mutation === 'no-publish';
-
-async function read(id: number): Promise<ReadAnswer> {
-  const key = `product:${id}`;
-  switch (groupOf(id)) {
-    case 'wb': {
-      const got = wb.get(id);
-      return { v: version(await got as Value | undefined), h: 0 };
-    }
-    case 'entity': return { v: version(await ent.get(id) as Value | undefined), h: 0 };
-    case 'tags': {
-      const got = cache.get(key, () => loadVersion(id), { tags: [tagOf(id)] });
-      return { v: version(await got), h: got instanceof Promise ? 0 : 1 };
-    }
-    case 'deps': {
-      const got = cache.get(`summary:${id}`, () => loadVersion(id), { dependsOn: [key] });
-      return { v: version(await got), h: got instanceof Promise ? 0 : 1 };
-    }
-    default: {
-      const got = cache.get(key, () => loadVersion(id));
-      return { v: version(await got), h: got instanceof Promise ? 0 : 1 };
-    }
-  }
-}
 
 const bump = `UPDATE ${table} SET version = version + 1, price = price + 1 WHERE id = $1 RETURNING version`;
 let price = 1_000;
@@ -69,8 +47,7 @@ async function publish(fn: () => Promise<void>): Promise<0 | 1> {
 
 async function sqlWrite(id: number, after: () => Promise<void>): Promise<WriteAnswer> {
   const r = await pool.query<{ version: string }>(bump, [id]);
-  const v = Number(r.rows[0]!.version);
-  return { v, pub: await publish(after), how: 'sql' };
+  return { v: Number(r.rows[0]!.version), pub: await publish(after), how: 'sql' };
 }
 
 async function txWrite(id: number): Promise<WriteAnswer> {
@@ -84,7 +61,6 @@ async function txWrite(id: number): Promise<WriteAnswer> {
 }
 
 async function write(id: number): Promise<WriteAnswer> {
-  const key = `product:${id}`;
   switch (groupOf(id)) {
     case 'wb': {
       const r = await wb.write({ id, name: `row ${id}`, price: price++ });
@@ -97,13 +73,15 @@ async function write(id: number): Promise<WriteAnswer> {
     }
     case 'tags': return sqlWrite(id, () => cache.invalidateTags(tagOf(id)));
     case 'deps': return txWrite(id);
-    default: return (flip++ & 1) === 0 ? sqlWrite(id, () => cache.invalidate(key)) : txWrite(id);
+    default: return (flip++ & 1) === 0 ? sqlWrite(id, () => cache.invalidate(`product:${id}`)) : txWrite(id);
   }
 }
 
-function stats(): WorkerStats {
-  const g = cache.stats.gaps;
-  return { pid: process.pid, gaps: Object.values(g).reduce((a, b) => a + b, 0), gapClears: cache.stats.clears.gap };
+const gapsOf = (s: CacheStats): number => Object.values(s.gaps).reduce((a, b) => a + b, 0);
+
+async function stats(): Promise<WorkerStats> {
+  const t = await threadStats(threads, 1_000);
+  return { pid: process.pid, gaps: [gapsOf(cache.stats), ...t.map((x) => gapsOf(x.stats))] };
 }
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
@@ -112,14 +90,15 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
 }
 
 async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const m = /^\/(r|w|block)\/(\d+)$/.exec(req.url ?? '');
+  const m = /^\/(r|t|w|block)\/(\d+)$/.exec(req.url ?? '');
   if (m === null) {
-    if (req.url === '/stats') reply(res, 200, stats());
+    if (req.url === '/stats') reply(res, 200, await stats());
     else reply(res, 404, { error: 'not found' });
     return;
   }
   const n = Number(m[2]);
   if (m[1] === 'r') reply(res, 200, await read(n));
+  else if (m[1] === 't') reply(res, 200, await threads.run(n));
   else if (m[1] === 'w') reply(res, 200, await write(n));
   else {
     reply(res, 200, { blocked: n });
@@ -136,6 +115,13 @@ server.keepAliveTimeout = 30_000;
 await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve));
 
 onShutdown(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }));
+onShutdown(() => closeCachePool(threads));
 onShutdown(async () => { await wb.close(); await cache.close(); await pool.end().catch(() => undefined); });
 
+// Ready once the thread has its cache: the load and the faults start when every cache is up.
+const deadline = Date.now() + 30_000;
+while ((await threadStats(threads, 1_000)).length < 1) {
+  if (Date.now() > deadline) throw new Error('the piscina thread did not create its cache within 30 s');
+  await threads.run(1).catch(() => undefined);
+}
 workerReady({ port: (server.address() as AddressInfo).port, pid: process.pid } satisfies TortureReady);

@@ -76,8 +76,9 @@ export async function runWorkload(o: WorkloadOptions): Promise<void> {
               const w = await call<WriteAnswer>(s.port, 'POST', `/w/${id}`);
               o.history.write({ worker: slot, id, v: w.v, how: w.how, start, end: now(), acked: w.pub === 1 });
             } else {
-              const r = await call<ReadAnswer>(s.port, 'GET', `/r/${id}`);
-              o.history.read({ worker: slot, pid: s.pid, id, v: r.v, hit: r.h === 1, start, end: now() });
+              const cache = u < 0.50 ? 1 : 0; // a fifth of the reads through the worker's piscina thread
+              const r = await call<ReadAnswer>(s.port, 'GET', `/${cache ? 't' : 'r'}/${id}`);
+              o.history.read({ worker: slot, pid: s.pid, cache, id, v: r.v, hit: r.h === 1, start, end: now() });
             }
           } catch {
             o.history.failed++;
