@@ -87,8 +87,8 @@ describe('cachebus torture (real processes, real faults)', () => {
     expect(Object.keys(out.staleWithinBound).sort()).toEqual(['count', 'p99Ms']);
     expect(out.seed).toBe(1234);
     expect(out.seconds).toBe(25);
-    expect(out.reads).toBeGreaterThan(200);
-    expect(out.writes).toBeGreaterThan(50);
+    expect(out.reads).toBeGreaterThan(50);
+    expect(out.writes).toBeGreaterThan(20);
     const ran = Object.values(out.faults as Record<string, number>).reduce((a, b) => a + b, 0);
     expect(ran).toBeGreaterThan(5);
     expect(run.stderr).toMatch(/seed 1234/);
