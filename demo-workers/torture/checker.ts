@@ -40,12 +40,13 @@ const quantile = (sorted: readonly number[], q: number): number | null =>
 /**
  * When an acknowledged write must be visible everywhere, at the latest, minus the bound. A write
  * made outside the app reaches the bus only through the sidecar: while the sidecar is down (or
- * Redis restarts), the outbox holds it, so its clock starts when the sidecar is back.
+ * Redis restarts, or Postgres refuses its logins), the outbox holds it, so its clock starts when
+ * the sidecar can relay again.
  */
 function effectiveTime(w: WriteOp, h: History): number {
   if (w.how !== 'outside') return w.end;
   let t = w.end;
-  const outages = [...h.sidecarDown, ...h.faults.filter((f) => f.fault.startsWith('redis-') && f.skipped === undefined).map((f) => [f.start, f.end] as [number, number])];
+  const outages = [...h.sidecarDown, ...h.faults.filter((f) => (f.fault.startsWith('redis-') || f.fault === 'pg-refuse') && f.skipped === undefined).map((f) => [f.start, f.end] as [number, number])];
   for (const [down, up] of outages) if (down <= t + 1_000 && up >= w.start) t = Math.max(t, up + 1_000);
   return t;
 }
@@ -148,6 +149,27 @@ export function window(h: History, id: number | undefined, from: number, to: num
   return lines.sort((a, b) => a[0] - b[0]).map((l) => l[1]);
 }
 
+/**
+ * Caches that stopped serving: no local hit in the last `lastMs` of the load although they were
+ * read at least 30 times meanwhile (safe, I3, but a reader that never recovers). Notes, not violations.
+ */
+export function wedged(h: History, loadEnd: number, lastMs = 10_000): string[] {
+  const by = new Map<string, { reads: number; hits: number; slot: number }>();
+  for (const r of h.reads) {
+    if (r.start < loadEnd - lastMs) continue;
+    const k = `${r.pid}/${r.cache}`;
+    const e = by.get(k) ?? { reads: 0, hits: 0, slot: r.worker };
+    e.reads++;
+    if (r.hit) e.hits++;
+    by.set(k, e);
+  }
+  const anyHits = [...by.values()].some((e) => e.hits > 0);
+  return [...by].filter(([, e]) => anyHits && e.hits === 0 && e.reads >= 30).map(([k, e]) => {
+    const [pid, cache] = k.split('/');
+    return `note: w${e.slot} (pid ${pid}, cache ${cache === '0' ? 'main' : `thread ${cache}`}) served no local hit in the last ${lastMs / 1000} s of the load (${e.reads} reads): its reader may never have recovered`;
+  });
+}
+
 /** Text report of every violation, each with its window of history. */
 export function explain(v: Verdict, h: History, boundMs: number): string[] {
   const out: string[] = [];
@@ -168,7 +190,7 @@ export function explain(v: Verdict, h: History, boundMs: number): string[] {
   }
   for (const g of v.gapsNotCounted.filter((x) => !v.undetectedGaps.some((u) => u.pid === x.pid && u.at === x.at)).slice(0, 5)) {
     const after = h.reads.filter((r) => r.pid === g.pid && g.caches.includes(r.cache) && r.start > g.at);
-    out.push(`note: w${g.slot} (pid ${g.pid}) counted no gap after ${g.why} at ${fmt(g.at)}, but served no entry older than it (${after.filter((r) => r.hit).length} hits in ${after.length} reads after it)`);
+    out.push(`note: w${g.slot} (pid ${g.pid}, cache ${g.caches.map((k) => (k === 0 ? 'main' : `thread ${k}`)).join('+')}) counted no gap after ${g.why} at ${fmt(g.at)}, but served no entry older than it (${after.filter((r) => r.hit).length} hits in ${after.length} reads after it)`);
   }
   for (const c of v.crashes) {
     out.push(`CRASH: ${c.what} at ${fmt(c.at)}: ${c.detail}`);

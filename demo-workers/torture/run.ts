@@ -4,7 +4,7 @@ import pg from 'pg';
 import { startCluster, type ClusterHandle } from '../../worker-runtime/index.js';
 import { LOOPBACK_PG, openInfra, type Infra } from '../infra.js';
 import { cachebus } from '../sidecar-proc.js';
-import { check, explain, requiredWrites, type Regression, type Verdict } from './checker.js';
+import { check, explain, requiredWrites, wedged, type Regression, type Verdict } from './checker.js';
 import { fmt, History, now, resetClock } from './history.js';
 import { ROWS, type TortureReady, type TortureWorkerConfig } from './layout.js';
 import { Nemesis } from './nemesis.js';
@@ -143,6 +143,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     // Heal: the sidecar runs again, every gap obligation is settled, write-behind drains.
     if (!sidecar.up) await sidecar.start();
     await nemesis.settle();
+    const loadEnd = now();
     const want = new Map<number, number>();
     for (const w of requiredWrites(history)) want.set(w.id, Math.max(want.get(w.id) ?? 0, w.v));
     const drainStart = now();
@@ -159,6 +160,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const verdict = check({ history, boundMs: o.boundMs, finalVersions, regressions, gapFailures: nemesis.gapFailures, baseline });
     for (const f of history.faults) if (f.skipped !== undefined) log(`  fault ${f.fault} at ${fmt(f.start - t0)} skipped: ${f.skipped}`);
     if (!verdict.ok || verdict.gapsNotCounted.length > 0) for (const line of explain(verdict, history, o.boundMs)) log(line);
+    for (const line of wedged(history, loadEnd)) log(line);
     const summary: TortureSummary = {
       seed, seconds: o.seconds, faults: history.faultCounts(), reads: verdict.reads, writes: verdict.writes,
       violations: {
