@@ -39,4 +39,4 @@ export interface ReadAnswer { readonly v: number; readonly h: 0 | 1 }
 export interface WriteAnswer { readonly v: number; readonly pub: 0 | 1; readonly how: string }
 /** GET /stats */
 /** GET /stats: the gaps each cache of the worker counted (main thread first, then its piscina threads). */
-export interface WorkerStats { readonly pid: number; readonly gaps: readonly number[] }
+export interface WorkerStats { readonly pid: number; readonly gaps: readonly number[]; readonly servable: readonly boolean[] }

@@ -6,13 +6,13 @@ import { LOOPBACK_PG, openInfra, type Infra } from '../infra.js';
 import { cachebus } from '../sidecar-proc.js';
 import { check, explain, requiredWrites, wedged, type Regression, type Verdict } from './checker.js';
 import { fmt, History, now, resetClock } from './history.js';
-import { ROWS, type TortureReady, type TortureWorkerConfig } from './layout.js';
+import { ROWS, type TortureReady, type TortureWorkerConfig, type WorkerStats } from './layout.js';
 import { Nemesis } from './nemesis.js';
 import { randomSeed } from './prng.js';
 import { describe, makeSchedule, type Fault } from './schedule.js';
 import { StallProxy } from './proxy.js';
 import { TortureRedis, TortureSidecar } from './servers.js';
-import { runWorkload } from './workload.js';
+import { call, runWorkload } from './workload.js';
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 
@@ -160,6 +160,16 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const verdict = check({ history, boundMs: o.boundMs, finalVersions, regressions, gapFailures: nemesis.gapFailures, baseline });
     for (const f of history.faults) if (f.skipped !== undefined) log(`  fault ${f.fault} at ${fmt(f.start - t0)} skipped: ${f.skipped}`);
     if (!verdict.ok || verdict.gapsNotCounted.length > 0) for (const line of explain(verdict, history, o.boundMs)) log(line);
+    // Liveness: 10 s after the heal every cache serves again (its reader is caught up).
+    const healDeadline = now() + 10_000;
+    let unservable: string[] = [];
+    for (;;) {
+      const st = await Promise.all(slots().map((s, i) => (s === undefined ? undefined : call<WorkerStats>(s.port, 'GET', '/stats', 2_000).then((x) => ({ i, x }), () => undefined))));
+      unservable = st.flatMap((e) => (e === undefined ? [] : e.x.servable.flatMap((ok, k) => (ok ? [] : [`w${e.i} (pid ${e.x.pid}) ${k === 0 ? 'main' : `thread ${k}`}`]))));
+      if (unservable.length === 0 || now() > healDeadline) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    for (const u of unservable) log(`note: cache ${u} still does not serve 10 s after every fault healed: its bus reader did not recover`);
     for (const line of wedged(history, loadEnd)) log(line);
     const summary: TortureSummary = {
       seed, seconds: o.seconds, faults: history.faultCounts(), reads: verdict.reads, writes: verdict.writes,

@@ -81,7 +81,7 @@ const gapsOf = (s: CacheStats): number => Object.values(s.gaps).reduce((a, b) =>
 
 async function stats(): Promise<WorkerStats> {
   const t = await threadStats(threads, 1_000);
-  return { pid: process.pid, gaps: [gapsOf(cache.stats), ...t.map((x) => gapsOf(x.stats))] };
+  return { pid: process.pid, gaps: [gapsOf(cache.stats), ...t.map((x) => gapsOf(x.stats))], servable: [cache.servable, ...t.map((x) => x.servable)] };
 }
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
