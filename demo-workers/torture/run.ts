@@ -76,6 +76,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const table = `"${schema}".products`;
     const namespace = `torture-${prefix.slice(-8)}`;
     const appName = `cbt_${prefix.slice(-8)}`;
+    log(`redis-server ${redis.url} (its own), Postgres schema ${schema}, key prefix ${prefix}`);
     // Every connection of the app goes to Postgres through a proxy the nemesis can make refuse logins.
     const pgUrl = new URL(infra.databaseUrl);
     pgProxy = await StallProxy.start(Number(pgUrl.port || 5432));
