@@ -17,6 +17,7 @@ const commands: Record<string, Command> = {
   sidecar: { summary: 'run the outbox relay (and other services) until SIGTERM', load: () => import('./sidecar.js') },
   'install-triggers': { summary: 'record changes of a table in the outbox', load: () => import('./install-triggers.js') },
   demo: { summary: 'multi-worker demo: stale caches reproduced, then gone', load: () => import('./demo.js') },
+  torture: { summary: 'nemesis run: random faults, an exact checker, a replayable seed', load: () => import('./torture.js') },
 };
 
 function help(): string {
