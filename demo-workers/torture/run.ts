@@ -93,10 +93,13 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     await cachebus(['install-triggers', '--table', `${schema}.products`, '--entity', 'product', '--database', infra.databaseUrl, '--outbox-table', outbox, '--namespace', namespace]);
     // The outbox relays only what the outside writer changes: a worker's own writes must reach the
     // bus through the worker, or a missing invalidation there would be hidden by the trigger.
-    await infra.pool.query(`DROP TRIGGER cachebus_outbox_upd ON ${table};
-      CREATE TRIGGER cachebus_outbox_upd AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS cachebus_old NEW TABLE AS cachebus_new
+    const upd = (await infra.pool.query<{ name: string; fn: string }>(
+      `SELECT tgname AS name, tgfoid::regproc::text AS fn FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE 'cachebus\\_%\\_upd'`, [table])).rows[0];
+    if (upd === undefined) throw new Error(`install-triggers made no UPDATE trigger on ${table}`);
+    await infra.pool.query(`DROP TRIGGER "${upd.name}" ON ${table};
+      CREATE TRIGGER "${upd.name}" AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS cachebus_old NEW TABLE AS cachebus_new
       FOR EACH STATEMENT WHEN (current_setting('application_name') = '${appName}_outside')
-      EXECUTE FUNCTION ${(await infra.pool.query<{ fn: string }>(`SELECT tgfoid::regproc::text AS fn FROM pg_trigger WHERE tgname = 'cachebus_outbox_upd' AND tgrelid = $1::regclass`, [table])).rows[0]!.fn}()`);
+      EXECUTE FUNCTION ${upd.fn}()`);
     sidecar = new TortureSidecar(['--namespace', namespace, '--prefix', prefix, '--redis', redis.url, '--database', dbUrl, '--outbox-table', outbox], crash);
     sidecar.onRestart = (downMs) => { const t = now(); history.sidecarDown.push([t - downMs, t]); };
     await sidecar.start();
