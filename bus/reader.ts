@@ -88,6 +88,8 @@ class StalledError extends Error {}
  * re-syncs; nothing waits forever.
  */
 export class StreamReader {
+  /** @internal Benchmarks only: issue the script and XREAD as two writes, as before issue 15. */
+  static splitWrites = false;
   readonly #conn: RedisClient;
   readonly #opts: ReaderOptions;
   readonly #h: ReaderHandlers;
@@ -298,9 +300,18 @@ export class StreamReader {
           resync = false;
         }
         // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
+        // ioredis writes each command to the socket as it is issued: corked, the two leave in one
+        // writev, so Redis reads and runs them in one pass and the kernel carries one segment.
+        const socket = StreamReader.splitWrites || this.#conn instanceof Cluster ? undefined : this.#conn.stream;
+        socket?.cork();
         const sentAt = performance.now();
-        const infoP = this.#info();
-        const readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+        let infoP: Promise<StreamInfo | undefined>, readP: Promise<unknown>;
+        try {
+          infoP = this.#info();
+          readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+        } finally {
+          socket?.uncork();
+        }
         readP.catch(() => undefined); // awaited below, unless the script failed first
         const info = await infoP;
         if (this.#ownerMoved()) {
