@@ -250,12 +250,19 @@ export class StreamReader {
     return this.#ownerLost || !owner.startsWith(`${slotOwner(this.#conn as Cluster, this.#opts.stream)}/`);
   }
 
-  #info(): Promise<StreamInfo | undefined> {
-    return this.#guard(this.#infoUnguarded(), this.#commandMs);
+  /**
+   * The stream as the script sees it. `pipelined`: sent right before an XREAD BLOCK, so no EVAL
+   * fallback (it would run after the read and describe the stream after it): an unknown script
+   * fails the round, and the re-sync (not pipelined) loads it.
+   */
+  #info(pipelined = false): Promise<StreamInfo | undefined> {
+    return this.#guard(this.#infoUnguarded(pipelined), this.#commandMs);
   }
 
-  async #infoUnguarded(): Promise<StreamInfo | undefined> {
-    const r = await streamInfoScript.run<[number, string, string, number, string, string] | null>(this.#conn, [this.#opts.stream], []);
+  async #infoUnguarded(pipelined: boolean): Promise<StreamInfo | undefined> {
+    type Reply = [number, string, string, number, string, string] | null;
+    const keys = [this.#opts.stream];
+    const r = await (pipelined ? streamInfoScript.runLoaded<Reply>(this.#conn, keys, []) : streamInfoScript.run<Reply>(this.#conn, keys, []));
     if (r === null) return undefined;
     return {
       length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]),
@@ -307,7 +314,7 @@ export class StreamReader {
         const sentAt = performance.now();
         let infoP: Promise<StreamInfo | undefined>, readP: Promise<unknown>;
         try {
-          infoP = this.#info();
+          infoP = this.#info(true);
           readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
         } finally {
           socket?.uncork();

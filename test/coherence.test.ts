@@ -207,6 +207,21 @@ describe('liveness and robustness', () => {
     expect(await w.call('peek', { key: 'k' })).toBeNull();
   });
 
+  it('SCRIPT FLUSH under a running reader: no false gap, entries keep applying', async () => {
+    const pub = await cache();
+    const w = await worker(redis.url, { maxStaleMs: 1000 });
+    await w.call('get', { key: 'k', value: 'old' });
+    await w.call('get', { key: 'k2', value: 'old' });
+    await raw.script('FLUSH');
+    await pub.invalidate('k');
+    await w.wait('received', () => true, 10_000);
+    expect(await w.call('peek', { key: 'k' })).toBeNull();
+    await pub.invalidate('k2');
+    await until(async () => (await w.call('peek', { key: 'k2' })) === null, 10_000, 'k2 dropped');
+    const s = await stats(w);
+    expect(Object.values(s.gaps).reduce((a, b) => a + b, 0)).toBe(0);
+  });
+
   it('11. keys with quotes, backslashes and control characters are sized as encoded: every reader applies them', async () => {
     const a = await cache({ maxEntryBytes: 4096, maxKeyBytes: 256 });
     const b = await cache({ maxEntryBytes: 4096, maxKeyBytes: 256 });
