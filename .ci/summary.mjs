@@ -3,6 +3,9 @@
 import { readFileSync } from 'node:fs';
 
 const file = process.argv[2] ?? '.vitest-report.json';
+// Further arguments `name:0` / `name:1`: checks run outside vitest (the torture runs), counted as
+// one passed or failed test each.
+const extra = process.argv.slice(3).map((a) => { const i = a.lastIndexOf(':'); return { name: a.slice(0, i), failed: a.slice(i + 1) !== '0' }; });
 let report;
 try {
   report = JSON.parse(readFileSync(file, 'utf8'));
@@ -11,8 +14,8 @@ try {
   console.error(`ci: no test report (${err.message})`);
   process.exit(1);
 }
-const passed = report.numPassedTests ?? 0;
-const failed = (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0) + (report.numFailedTestSuites && !report.numFailedTests ? report.numFailedTestSuites : 0);
+const passed = (report.numPassedTests ?? 0) + extra.filter((e) => !e.failed).length;
+const failed = extra.filter((e) => e.failed).length + (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0) + (report.numFailedTestSuites && !report.numFailedTests ? report.numFailedTestSuites : 0);
 const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
 for (const suite of report.testResults ?? []) {
   for (const t of suite.assertionResults ?? []) {
@@ -20,5 +23,6 @@ for (const suite of report.testResults ?? []) {
   }
   if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) console.log(`FAILED: ${suite.name} (${suite.message ?? 'suite error'})`);
 }
+for (const e of extra) if (e.failed) console.log(`FAILED: ${e.name}`);
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed > 0 || passed === 0 ? 1 : 0);

@@ -219,7 +219,8 @@ export class ChildRpc {
   constructor(fixture: string, args: string[] = [], execArgv: string[] = []) {
     this.child = fork(fixturePath(fixture), args, {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: [...process.execArgv.filter((a) => !a.startsWith('--expose-gc')), ...execArgv],
+      // CACHEBUS_BENCH_CHILD_ARGS (space-separated node flags, e.g. --cpu-prof) profiles the children.
+      execArgv: [...process.execArgv.filter((a) => !a.startsWith('--expose-gc')), ...execArgv, ...(process.env.CACHEBUS_BENCH_CHILD_ARGS?.split(' ').filter(Boolean) ?? [])],
     });
     let ready!: () => void;
     this.#ready = new Promise<void>((r) => { ready = r; });

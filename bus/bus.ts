@@ -125,6 +125,11 @@ export class Bus {
     return this.#publisher.publish(inv);
   }
 
+  /** The `appendArgs` tail for a script that appends this invalidation itself (bus/lua-append.ts). */
+  appendArgsFor(inv: Partial<Invalidation>): string[] {
+    return this.#publisher.appendArgsFor(inv);
+  }
+
   /** Waits for pending publishes, stops the reader, closes the connections cachebus opened. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

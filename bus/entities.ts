@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { InvalidOptionError, UnknownEntityError } from './errors.js';
 
 /**
@@ -31,6 +32,13 @@ export interface Entity {
     readonly version: string | undefined;
     readonly columns: readonly string[];
   };
+  /**
+   * Hash of the definition (table, key, version, columns): 16 hex digits. Write-behind rows carry
+   * it, so a flusher writes each row with the definition it was written with (docs/write-behind.md).
+   */
+  readonly hash: string;
+  /** The definition as JSON (what write-behind records in Redis under `hash`). */
+  readonly json: string;
   /** Cache key of one row. */
   cacheKey(id: string | number): string;
 }
@@ -60,8 +68,11 @@ export function defineEntity(def: EntityDefinition): Entity {
     throw new InvalidOptionError(`entity ${def.name}: columns must not repeat the key or version column`);
   }
   const name = def.name;
+  const json = JSON.stringify({ name, table, key, version: def.version, columns });
   return {
     name,
+    hash: createHash('sha1').update(json).digest('hex').slice(0, 16),
+    json,
     table,
     key,
     version: def.version,

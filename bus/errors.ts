@@ -68,6 +68,18 @@ export class TransactionRolledBackError extends CachebusError {
 }
 
 /**
+ * The connection was lost after COMMIT was sent (or Postgres answered it with a connection-level
+ * error): the transaction may or may not have committed. Its invalidations WERE published (an
+ * extra invalidation is harmless; a missed one is a stale value with no bound). Check the data
+ * before retrying a non-idempotent change. `cause` is the error the COMMIT got.
+ */
+export class TransactionOutcomeUnknownError extends CachebusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_TX_OUTCOME_UNKNOWN', message, options);
+  }
+}
+
+/**
  * Write-behind back-pressure: the entity already has `maxPending` rows waiting for Postgres
  * (Postgres down or too slow). The write was NOT accepted; retry later, or raise
  * options.maxPending if Redis has the memory.
@@ -79,6 +91,19 @@ export class BackpressureError extends CachebusError {
     super('E_WB_BACKPRESSURE', `write-behind entity ${entity} has ${pending} rows waiting for Postgres (options.maxPending): the write was not accepted, retry later`);
     this.entity = entity;
     this.pending = pending;
+  }
+}
+
+/**
+ * A write-through write (`update`, `delete`, write-through `upsert`) on an entity that is
+ * written behind Postgres: its version would not be ordered with the pending write-behind rows
+ * (a pending row would overwrite it, a deleted row would come back). Use write-behind writes.
+ */
+export class WriteModeError extends CachebusError {
+  readonly entity: string;
+  constructor(entity: string, operation: string) {
+    super('E_WB_MIXED_MODE', `entity ${entity} is written behind Postgres (write-behind): ${operation} would race its pending rows; write it with write-behind (upsert(row, { mode: 'write-behind' })), see docs/write-behind.md#mixing-modes`);
+    this.entity = entity;
   }
 }
 
@@ -120,7 +145,9 @@ export const errors = {
   ConnectionError,
   UnknownEntityError,
   TransactionRolledBackError,
+  TransactionOutcomeUnknownError,
   BackpressureError,
+  WriteModeError,
   ClusterError,
   BadEntryError,
   RelayError,

@@ -55,6 +55,11 @@ export function writeBehindKeys(keys: BusKeys, entity: string): WriteBehindKeys 
 }
 
 /** Namespace-wide write-behind keys. The BullMQ queue lives under `<base>:<queueName>:*`. */
-export function writeBehindShared(keys: BusKeys): { entities: string; dead: string; queuePrefix: string; queueName: string } {
-  return { entities: `${keys.base}:wb:entities`, dead: `${keys.base}:wb:dead`, queuePrefix: keys.base, queueName: 'wb-flush' };
+export function writeBehindShared(keys: BusKeys): {
+  entities: string; defs: string; dead: string; deadDropped: string; queuePrefix: string; queueName: string;
+} {
+  return {
+    entities: `${keys.base}:wb:entities`, defs: `${keys.base}:wb:defs`, dead: `${keys.base}:wb:dead`,
+    deadDropped: `${keys.base}:wb:dead-dropped`, queuePrefix: keys.base, queueName: 'wb-flush',
+  };
 }

@@ -54,6 +54,8 @@ export class Publisher {
   #retryTimer: NodeJS.Timeout | undefined;
   #failures = 0;
   #closed = false;
+  /** Keys and tags of the backlog in a publish still in flight (still owed until it succeeds). */
+  #owed = 0;
 
   constructor(client: RedisClient, opts: PublisherOptions) {
     this.#client = client;
@@ -62,8 +64,7 @@ export class Publisher {
 
   /** Keys and tags (a clear counts as one) waiting to be re-published. */
   get backlog(): number {
-    const b = this.#backlog;
-    return b === undefined ? 0 : b.keys.size + b.tags.size + (b.clear ? 1 : 0);
+    return this.#owed + sizeOf(this.#backlog);
   }
 
   /** Queues an invalidation; resolves with the stream IDs once the batch is in the stream. */
@@ -95,6 +96,24 @@ export class Publisher {
     clearTimeout(this.#retryTimer);
   }
 
+  /**
+   * The ARGV tail (`appendArgs`) of a script that appends this invalidation itself, atomically
+   * with its own effect (write-behind's write script): encoded, signed and trimmed exactly as
+   * `publish` would. Throws as `encode` does (a key too large for an entry).
+   */
+  appendArgsFor(inv: Partial<Invalidation>): string[] {
+    const o = this.#opts;
+    const entries = encode(
+      { keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false },
+      { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
+    );
+    const trim: Trim =
+      o.streamMaxAgeMs !== undefined
+        ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
+        : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
+    return appendArgs(entries, trim);
+  }
+
   /** Appends a batch (plus the whole backlog) to the stream; on failure the batch joins the backlog. */
   #send(batch: Batch): Promise<string[]> {
     const o = this.#opts;
@@ -104,7 +123,7 @@ export class Publisher {
     let entries: string[][];
     try {
       entries = encode(
-        merged.clear ? { keys: [], tags: [], clear: true } : { keys: [...merged.keys], tags: [...merged.tags], clear: false },
+        { keys: [...merged.keys], tags: [...merged.tags], clear: merged.clear },
         { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
       );
     } catch (err) {
@@ -116,14 +135,17 @@ export class Publisher {
       o.streamMaxAgeMs !== undefined
         ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
         : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
-    const run = (): Promise<string[]> => publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim));
-    return run().then(
+    const owed = sizeOf(backlog);
+    this.#owed += owed;
+    return publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim)).then(
       (ids) => {
+        this.#owed -= owed;
         this.#failures = 0;
         if (backlog !== undefined && this.#backlog === undefined) o.onBacklog?.(false);
         return ids;
       },
       (err: unknown) => {
+        this.#owed -= owed;
         const had = this.#backlog !== undefined || backlog !== undefined;
         this.#backlog = this.#backlog === undefined ? merged : mergeInto(merged, this.#backlog);
         this.#bound();
@@ -169,6 +191,10 @@ export class Publisher {
     const done = this.#send(p).then(p.resolve, p.reject);
     this.#track(done);
   }
+}
+
+function sizeOf(b: Batch | undefined): number {
+  return b === undefined ? 0 : b.keys.size + b.tags.size + (b.clear ? 1 : 0);
 }
 
 function mergeInto(into: Batch, from: Batch): Batch {

@@ -88,6 +88,8 @@ class StalledError extends Error {}
  * re-syncs; nothing waits forever.
  */
 export class StreamReader {
+  /** @internal Benchmarks only: issue the script and XREAD as two writes, as before issue 15. */
+  static splitWrites = false;
   readonly #conn: RedisClient;
   readonly #opts: ReaderOptions;
   readonly #h: ReaderHandlers;
@@ -168,18 +170,22 @@ export class StreamReader {
    */
   #guard<T>(p: Promise<T>, ms: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const done = (): void => { clearTimeout(timer); this.#inFlight.delete(fail); };
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        timer = setTimeout(() => fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`)), ms);
+      };
+      const done = (): void => { clearTimeout(timer); this.#conn.off('ready', arm); this.#inFlight.delete(fail); };
       const fail = (err: Error): void => { done(); reject(err); };
-      const timer = setTimeout(() => {
-        fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`));
-      }, ms);
+      // The clock starts once the command can be sent: connecting has its own timeout (Bus.open, backoff).
+      if (this.#conn.status === 'ready') arm();
+      else this.#conn.once('ready', arm);
       this.#inFlight.add(fail);
       p.then((v) => { done(); resolve(v); }, (err: unknown) => { done(); reject(err); });
     });
   }
 
   /** How long a non-blocking command may take before the connection counts as stalled. */
-  get #commandMs(): number { return Math.max(1000, this.#opts.blockMs); }
+  get #commandMs(): number { return Math.max(2000, this.#opts.blockMs); }
 
   /** Forgets the position: adopts the stream as `info` shows it (the end, its epoch and chain head). */
   #adopt(info: StreamInfo | undefined): void {
@@ -244,12 +250,19 @@ export class StreamReader {
     return this.#ownerLost || !owner.startsWith(`${slotOwner(this.#conn as Cluster, this.#opts.stream)}/`);
   }
 
-  #info(): Promise<StreamInfo | undefined> {
-    return this.#guard(this.#infoUnguarded(), this.#commandMs);
+  /**
+   * The stream as the script sees it. `pipelined`: sent right before an XREAD BLOCK, so no EVAL
+   * fallback (it would run after the read and describe the stream after it): an unknown script
+   * fails the round, and the re-sync (not pipelined) loads it.
+   */
+  #info(pipelined = false): Promise<StreamInfo | undefined> {
+    return this.#guard(this.#infoUnguarded(pipelined), this.#commandMs);
   }
 
-  async #infoUnguarded(): Promise<StreamInfo | undefined> {
-    const r = await streamInfoScript.run<[number, string, string, number, string, string] | null>(this.#conn, [this.#opts.stream], []);
+  async #infoUnguarded(pipelined: boolean): Promise<StreamInfo | undefined> {
+    type Reply = [number, string, string, number, string, string] | null;
+    const keys = [this.#opts.stream];
+    const r = await (pipelined ? streamInfoScript.runLoaded<Reply>(this.#conn, keys, []) : streamInfoScript.run<Reply>(this.#conn, keys, []));
     if (r === null) return undefined;
     return {
       length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]),
@@ -294,9 +307,18 @@ export class StreamReader {
           resync = false;
         }
         // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
+        // ioredis writes each command to the socket as it is issued: corked, the two leave in one
+        // writev, so Redis reads and runs them in one pass and the kernel carries one segment.
+        const socket = StreamReader.splitWrites || this.#conn instanceof Cluster ? undefined : this.#conn.stream;
+        socket?.cork();
         const sentAt = performance.now();
-        const infoP = this.#info();
-        const readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+        let infoP: Promise<StreamInfo | undefined>, readP: Promise<unknown>;
+        try {
+          infoP = this.#info(true);
+          readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+        } finally {
+          socket?.uncork();
+        }
         readP.catch(() => undefined); // awaited below, unless the script failed first
         const info = await infoP;
         if (this.#ownerMoved()) {

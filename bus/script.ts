@@ -19,6 +19,14 @@ export class Script {
     this.sha = createHash('sha1').update(lua).digest('hex');
   }
 
+  /**
+   * EVALSHA only: rejects with NOSCRIPT when the server does not know the script. For a call
+   * pipelined with others, where a fallback EVAL would be queued behind them.
+   */
+  runLoaded<T = unknown>(client: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
+    return client.evalsha(this.sha, this.numberOfKeys, ...keys, ...args) as Promise<T>;
+  }
+
   async run<T = unknown>(client: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
     if (keys.length !== this.numberOfKeys) throw new Error(`script ${this.name} takes ${this.numberOfKeys} keys`);
     try {

@@ -1,6 +1,7 @@
 import { Bus } from '../bus/bus.js';
 import { assertKey } from '../bus/wire.js';
-import { parse, redisOptions, redisUrl, required, UsageError } from './args.js';
+import { namespaceFlag, parse, prefixFlag, redisOptions, redisUrl, UsageError } from './args.js';
+import { checkRedis } from './checks.js';
 
 export const usage = `cachebus publish --namespace NS [KEY...] [--tag TAG]... [--clear] [--redis URL] [--prefix P] [--secret S]
   Publishes one invalidation entry and prints its stream ID.`;
@@ -15,15 +16,19 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const namespace = required(values.namespace, 'namespace');
+  const namespace = namespaceFlag(values.namespace);
+  const prefix = prefixFlag(values.prefix);
+  const redis = redisUrl(values.redis);
   const tags = values.tag ?? [];
   if (positionals.length === 0 && tags.length === 0 && !values.clear) {
     throw new UsageError('give at least one key, --tag or --clear');
   }
-  for (const k of [...positionals, ...tags]) assertKey(k, 1024);
+  for (const k of positionals) assertKey(k, 1024);
+  for (const t of tags) assertKey(t, 1024, 'tag');
+  await checkRedis(redis);
   const bus = await Bus.open(
     {
-      redis: redisUrl(values.redis), namespace, prefix: values.prefix, secret: values.secret,
+      redis, namespace, prefix, secret: values.secret,
       maxEntryBytes: 65_536, streamMaxLen: 100_000, readCount: 1, blockMs: 1000, connectTimeoutMs: 3000,
       publishOnly: true,
     },

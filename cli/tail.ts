@@ -1,22 +1,29 @@
 import { Bus } from '../bus/bus.js';
-import { parse, redisOptions, redisUrl, required } from './args.js';
+import { namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
+import { checkRedis } from './checks.js';
 
 export const usage = `cachebus tail --namespace NS [--redis URL] [--prefix P] [--secret S] [--json]
   Prints every invalidation of the namespace as it flows: time, origin, keys/tags, lag.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { ...redisOptions, json: { type: 'boolean' } });
+  const { values, positionals } = parse(argv, { ...redisOptions, json: { type: 'boolean' } });
   if (values.help) {
     console.log(usage);
     return 0;
   }
-  const namespace = required(values.namespace, 'namespace');
+  noPositionals(positionals);
+  const namespace = namespaceFlag(values.namespace);
+  const prefix = prefixFlag(values.prefix);
+  const redis = redisUrl(values.redis);
+  await checkRedis(redis);
+  // After start-up, one line per distinct error (a Redis outage retries every few hundred ms).
+  let lastError = '';
   const out = (o: Record<string, unknown>, text: string): void => {
     console.log(values.json ? JSON.stringify(o) : text);
   };
   const bus = await Bus.open(
     {
-      redis: redisUrl(values.redis), namespace, prefix: values.prefix, secret: values.secret,
+      redis, namespace, prefix, secret: values.secret,
       maxEntryBytes: 1 << 20, streamMaxLen: 0, readCount: 1000, blockMs: 1000, connectTimeoutMs: 3000,
     },
     {
@@ -34,9 +41,16 @@ export async function run(argv: string[]): Promise<number> {
       },
       onGap(cause, detail) { out({ type: 'gap', cause, detail }, `!! gap (${cause}): ${detail}`); },
       onBadEntry(reason, id, message) { out({ type: 'bad', reason, id, message }, `!! bad entry ${id} (${reason}): ${message}`); },
-      onStatus(status) { if (!values.json) console.error(`-- ${status}`); },
+      onStatus(status) {
+        if (status === 'ready') lastError = '';
+        if (!values.json) console.error(`-- ${status}`);
+      },
       onCaughtUp() {},
-      onError(err) { console.error(`cachebus tail: ${(err as Error)?.message ?? err}`); },
+      onError(err) {
+        const msg = String((err as Error)?.message ?? err);
+        if (msg !== lastError) console.error(`cachebus tail: ${msg}`);
+        lastError = msg;
+      },
     },
   );
   console.error(`-- tailing ${bus.keys.stream} (Ctrl-C to stop)`);

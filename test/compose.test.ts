@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 
@@ -137,5 +137,17 @@ describe('docker-compose.yml', () => {
     expect(compose.services.demo!.environment!.CACHEBUS_METRICS_HOST).toBe('0.0.0.0');
     expect(args('sidecar')).toMatch(/--port 9464\b/);
     expect(args('sidecar')).toMatch(/--host 0\.0\.0\.0\b/);
+  });
+
+  it('mounts the alert rules next to the Prometheus config that loads them', () => {
+    const prom = compose.services.prometheus!;
+    const cfg = parse(read('grafana/prometheus.yml')) as { rule_files?: string[] };
+    expect(cfg.rule_files).toEqual(['alerts.yml']);
+    // rule_files resolve against the config's directory: the same file beside it in both places
+    const config = prom.configs!.find((c) => c.target === '/etc/prometheus/prometheus.yml')!;
+    const rules = prom.configs!.find((c) => c.target === '/etc/prometheus/alerts.yml');
+    expect(rules, 'prometheus: alerts.yml not mounted beside prometheus.yml').toBeDefined();
+    expect(compose.configs![rules!.source]!.file).toBe('./grafana/alerts.yml');
+    expect(dirname(compose.configs![config.source]!.file!)).toBe(dirname(compose.configs![rules!.source]!.file!));
   });
 });

@@ -1,15 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createCache, type Cache, errors } from '../worker-runtime/index.js';
+import { canonicalKey, type KeyKind } from '../bus/key-types.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { waitForEvent } from './helpers/wait.js';
 
-/** A real pool that counts the statements it runs (reads only: SELECTs). */
+/** A real pool that counts the statements it runs (reads of rows only: SELECTs, not the one catalogue read of the key type). */
 class CountingPool extends pg.Pool {
   selects = 0;
   override query(...args: unknown[]): never {
-    if (typeof args[0] === 'string' && /^\s*SELECT/i.test(args[0])) this.selects++;
+    if (typeof args[0] === 'string' && /^\s*SELECT/i.test(args[0]) && !/pg_attribute/.test(args[0])) this.selects++;
     return (super.query as (...a: unknown[]) => never)(...args);
   }
 }
@@ -146,5 +147,67 @@ describe('cache.entity', () => {
     expect(await received).toMatchObject({ keys: 2 });
     expect(published).toHaveLength(1);
     expect(b.peek('products:5')).toBeUndefined();
+  });
+
+  it('canonical keys (issue 12 case 12): \'007\' is row 7 and an upper-case uuid its lower-case self, in get, update, upsert, delete and invalidate', async () => {
+    await schema.pool.query(`CREATE TABLE tokens (id uuid PRIMARY KEY, label text NOT NULL);
+      INSERT INTO tokens VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'one')`);
+    const a = await make();
+    const b = await make();
+    const pa = a.entity<Product>(def);
+    const pb = b.entity<Product>(def);
+    // One entry, whatever the spelling.
+    expect(await pb.get(7)).toMatchObject({ id: 7 });
+    expect(await pb.get('007')).toMatchObject({ id: 7 });
+    expect(await pb.getMany([' 7 ', '+7', '0007'])).toEqual([expect.objectContaining({ id: 7 }), expect.objectContaining({ id: 7 }), expect.objectContaining({ id: 7 })]);
+    expect(pool.selects).toBe(1);
+    expect(pb.key('007')).toBe('products:7');
+    // A write through another spelling invalidates the entry every worker holds.
+    let received = waitForEvent(b, 'received');
+    expect(await pa.delete('007')).toBe(true);
+    await received;
+    expect(b.peek('products:7')).toBeUndefined();
+    expect(await pb.get(8)).toMatchObject({ id: 8 });
+    received = waitForEvent(b, 'received');
+    await pa.invalidate('08');
+    await received;
+    expect(b.peek('products:8')).toBeUndefined();
+    expect(await pb.get(9)).toMatchObject({ id: 9 });
+    received = waitForEvent(b, 'received');
+    await pa.upsert({ id: '009', name: 'nine', price: '9' } as unknown as Product);
+    await received;
+    expect(b.peek('products:9')).toBeUndefined();
+
+    const ta = a.entity({ name: 'tokens', columns: ['label'] });
+    const tb = b.entity({ name: 'tokens', columns: ['label'] });
+    const upper = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11';
+    expect(await tb.get(upper)).toMatchObject({ label: 'one' });
+    expect(b.peek('tokens:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')).toMatchObject({ label: 'one' });
+    received = waitForEvent(b, 'received');
+    await ta.update('{A0EEBC999C0B4EF8BB6D6BB9BD380A11}', { label: 'two' });
+    await received;
+    expect(await tb.get('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')).toMatchObject({ label: 'two' });
+
+    // An id the column cannot hold is refused before anything is sent.
+    const published: unknown[] = [];
+    a.on('published', (p) => published.push(p));
+    await expect(pa.update('7x', { price: '1' })).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
+    await expect(ta.delete('not-a-uuid')).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
+    expect(published).toEqual([]);
+  });
+
+  it('canonicalKey agrees with Postgres for integer, numeric and uuid spellings', async () => {
+    const cases: [KeyKind, string, string][] = [];
+    for (const v of ['007', '-0', '+12', ' 42 ', '-00100', '0', '9223372036854775807']) cases.push(['integer', v, `'${v}'::bigint::text`]);
+    for (const v of ['7.500', '007.0', '-0.00', '1e3', '1.5E-3', '.5', '5.', '-12.3400e2', '0.000', '100', '1.23e-10', 'NaN'])
+      cases.push(['numeric', v, `trim_scale(${v === 'NaN' ? "'NaN'" : `'${v}'`}::numeric)::text`]);
+    for (const v of ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', 'a0eebc999c0b4ef8bb6d6bb9bd380a11'])
+      cases.push(['uuid', v, `'${v}'::uuid::text`]);
+    for (const [kind, input, sql] of cases) {
+      const pgText = (await schema.pool.query<{ t: string }>(`SELECT ${sql} AS t`)).rows[0]!.t;
+      expect([kind, input, canonicalKey(kind, input)]).toEqual([kind, input, pgText]);
+    }
+    expect(() => canonicalKey('integer', '1.5')).toThrow(/not an integer/);
+    expect(() => canonicalKey('integer', 2 ** 60)).toThrow(/exact integer/);
   });
 });

@@ -126,6 +126,59 @@ describe('grafana/dashboards/cachebus.json', () => {
   });
 });
 
+describe('grafana/dashboards/cachebus.json at a glance', () => {
+  type Step = { color: string; value: number | null };
+  type Full = Panel & {
+    description?: string;
+    fieldConfig?: { defaults?: { unit?: string; noValue?: string; thresholds?: { steps: Step[] }; mappings?: { type: string; options: Record<string, { text?: string }> }[] } };
+  };
+  const panels = dashboard.panels as Full[];
+  const exprs = (p: Panel): string => (p.targets ?? []).map((t) => t.expr).join('\n');
+
+  it('opens with stat panels with green/red thresholds for serving, cursor lag, gaps, outbox errors and age, dead letters and write-behind pending', () => {
+    const firstRow = panels.find((p) => p.type === 'row' && p.gridPos.y > 0)!.gridPos.y;
+    const top = panels.filter((p) => p.type === 'stat' && p.gridPos.y < firstRow);
+    for (const [what, metric] of [
+      ['serving', 'cachebus_servable'], ['cursor lag', 'cachebus_bus_cursor_lag_entries'], ['gaps', 'cachebus_gaps_total'],
+      ['outbox errors', 'cachebus_outbox_errors_total'], ['outbox age', 'cachebus_outbox_last_batch_age_seconds'],
+      ['outbox backlog', 'cachebus_outbox_backlog_rows'], ['dead letters', 'cachebus_writebehind_dead_letters{'],
+      ['write-behind pending', 'cachebus_writebehind_pending_rows'],
+    ] as const) {
+      const p = top.find((x) => exprs(x).includes(metric));
+      expect(p, `no stat panel at the top for ${what} (${metric})`).toBeDefined();
+      const steps = p!.fieldConfig?.defaults?.thresholds?.steps ?? [];
+      expect(steps[0], `${p!.title}: the base step`).toEqual({ color: 'green', value: null });
+      expect(steps.at(-1)!.color, `${p!.title}: the last step`).toBe('red');
+      expect(steps.at(-1)!.value, p!.title).toBeGreaterThan(0);
+      expect(p!.description, p!.title).toBeTruthy();
+    }
+  });
+
+  it('says on every stale-read panel that the sampler is off by default, and shows whether it runs', () => {
+    const stale = panels.filter((p) => p.type === 'timeseries' && /cachebus_stale_/.test(exprs(p)));
+    expect(stale.length).toBe(3);
+    for (const p of stale) {
+      expect(p.fieldConfig?.defaults?.noValue, p.title).toMatch(/staleSampleRate/);
+      expect(p.description, p.title).toMatch(/staleSampleRate/);
+    }
+    const sampler = panels.find((p) => p.type === 'stat' && /cachebus_stale_checks_total/.test(exprs(p)))!;
+    expect(sampler, 'a stat of the stale-read sampler').toBeDefined();
+    expect(exprs(sampler)).toMatch(/or vector\(0\)$/); // 0 rather than "No data" when no cache samples
+    const zero = sampler.fieldConfig!.defaults!.mappings!.find((m) => m.type === 'value')!.options['0'];
+    expect(zero?.text).toMatch(/staleSampleRate/);
+  });
+
+  it('has no timeseries mixing a rate with a count, nor published with received, and no increase over $__rate_interval', () => {
+    for (const p of panels.filter((x) => x.type === 'timeseries')) {
+      const kinds = new Set(p.targets!.map((t) => (/\b(rate|irate|increase)\(/.test(t.expr) ? 'rate' : 'value')));
+      expect(kinds.size, `${p.title} mixes a rate and a count: ${exprs(p)}`).toBe(1);
+      if (kinds.has('rate')) expect(['ops', 'reqps', 'percentunit', 's'], `${p.title}: unit of a rate`).toContain(p.fieldConfig?.defaults?.unit);
+      expect(exprs(p).includes('cachebus_invalidations_published_total') && exprs(p).includes('cachebus_invalidations_received_total'), p.title).toBe(false);
+    }
+    for (const p of queryPanels) expect(exprs(p), p.title).not.toMatch(/increase\([^)]*\[\$__rate_interval\]/);
+  });
+});
+
 describe('grafana/prometheus.yml', () => {
   it.skipIf(!existsSync(PROMTOOL_BIN))('passes promtool check config', () => {
     const r = spawnSync(PROMTOOL_BIN, ['check', 'config', join(ROOT, 'grafana/prometheus.yml')], { encoding: 'utf8' });
@@ -141,6 +194,8 @@ if (missing) console.warn(`grafana.test.ts: SKIPPED the Prometheus panel test: $
 
 const DEMO = join(ROOT, 'dist/demo-workers/main.js');
 const RATE_INTERVAL = '10s';
+/** Grafana's `$__range` (the dashboard's time range) in this test: a few minutes. */
+const RANGE = '5m';
 
 /** Grafana's substitution of a variable's value into a regex matcher (=~), as the Prometheus datasource does. */
 function regexValue(v: string): string {
@@ -150,6 +205,7 @@ function regexValue(v: string): string {
 function substitute(expr: string, vars: { namespace: string; worker: string }): string {
   return expr
     .replaceAll('$__rate_interval', RATE_INTERVAL)
+    .replaceAll('$__range', RANGE)
     .replaceAll('$namespace', regexValue(vars.namespace))
     .replaceAll('$worker', regexValue(vars.worker));
 }
@@ -256,6 +312,7 @@ describe.skipIf(missing !== undefined)('every panel query against a real Prometh
       for (const vars of cases) for (const t of p.targets!) pending.set(`${p.title} [${t.refId}] ${JSON.stringify(vars)}`, substitute(t.expr, vars));
     }
     const total = pending.size;
+    for (const q of new Set(pending.values())) await prom.query(q); // a PromQL error fails here, with its message
     const run = async (): Promise<boolean> => { // re-asks only the queries that had no data yet
       for (const [k, q] of [...pending]) if (hasData(await prom.query(q))) pending.delete(k);
       return pending.size === 0;

@@ -208,6 +208,88 @@ describe('relay', () => {
     expect(await streamKeys()).toContain('products:11');
   });
 
+  it('a backend terminated mid-batch (after XADD, before DELETE) never crashes the process; the relay keeps relaying (issue 12 case 14)', async () => {
+    const crashes: Error[] = [];
+    const onCrash = (err: Error): void => { crashes.push(err); };
+    process.on('uncaughtException', onCrash);
+    cleanups.push(async () => { process.off('uncaughtException', onCrash); });
+    await installTriggers(schema.pool, product, { namespace: 'shop' });
+    const url = new URL(schema.url);
+    url.searchParams.set('application_name', `relay_mid_${prefix}`);
+    let atPublish!: () => void;
+    const reached = new Promise<void>((r) => { atPublish = r; });
+    let resume!: () => void;
+    const gate = new Promise<void>((r) => { resume = r; });
+    let first = true;
+    const r = relay({ pg: url.toString(), pollMs: 20, listen: false, afterPublish: async () => {
+      if (!first) return;
+      first = false;
+      atPublish();
+      await gate;
+    } });
+    await r.start();
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 20');
+    await reached; // the batch's transaction is open, idle, between XADD and DELETE
+    const killed = await schema.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_mid_${prefix}`]);
+    expect(killed.rowCount).toBe(1);
+    await until(async () => (await schema.pool.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_mid_${prefix}`])).rowCount === 0, 10_000, 'the backend gone');
+    resume();
+    await until(() => r.stats.errors >= 1, 10_000, 'the failed batch counted');
+    await until(async () => (await outboxKeys()).length === 0, 15_000, 'the batch published again and deleted');
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 21');
+    await until(async () => (await streamKeys()).includes('products:21'), 15_000, 'a later change relayed');
+    expect((await streamKeys()).filter((k) => k === 'products:20')).toHaveLength(2); // at-least-once
+    expect(crashes).toEqual([]);
+  });
+
+  it('a relay process whose backend is terminated mid-batch keeps running and relaying (issue 12 case 14)', async () => {
+    await installTriggers(schema.pool, product, { namespace: 'shop' });
+    const url = new URL(schema.url);
+    url.searchParams.set('application_name', `relay_proc_${prefix}`);
+    const child: ChildProcess = fork(`${FIXTURES}outbox-relay.js`, [JSON.stringify({
+      pg: url.toString(), redis: REDIS_URL, namespace: 'shop', prefix, pollMs: 20, listen: false, pauseOnce: true,
+    })], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let exitCode: number | null | undefined;
+    const exited = new Promise((r) => child.once('exit', (code) => { exitCode = code; r(code); }));
+    cleanups.push(async () => { child.kill('SIGKILL'); await exited; });
+    const first = waitForEvent<{ event: string; keys: string[] }>(child, 'message', (m) => m.event === 'published', 15_000);
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 30');
+    expect((await first).keys).toEqual(['products:30']);
+    const killed = await schema.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_proc_${prefix}`]);
+    expect(killed.rowCount).toBe(1);
+    await until(async () => (await schema.pool.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, [`relay_proc_${prefix}`])).rowCount === 0, 10_000, 'the backend gone');
+    child.send('go');
+    await schema.pool.query('UPDATE products SET price = 4 WHERE id = 31');
+    await until(async () => exitCode !== undefined || (await streamKeys()).includes('products:31'), 15_000, 'a later change relayed');
+    expect(exitCode).toBeUndefined(); // still running
+    await until(async () => (await outboxKeys()).length === 0, 15_000, 'outbox drained');
+  });
+
+  it('keys whose JSON encoding outgrows their bytes (quotes, backslashes) never make an entry a reader refuses (issue 12 case 16)', async () => {
+    await schema.pool.query('CREATE TABLE things (id text PRIMARY KEY, v int NOT NULL)');
+    const ids = Array.from({ length: 999 }, (_, i) => `t${i}${'\\"'.repeat(20)}`);
+    await schema.pool.query('INSERT INTO things SELECT unnest($1::text[]), 1', [ids]);
+    await installTriggers(schema.pool, { name: 'things', columns: ['v'] }, { namespace: 'shop' });
+    const c = await cache();
+    for (const id of ids) await c.get(`things:${id}`, () => ({ id }));
+    const bad: unknown[] = [];
+    c.on('badEntry', (b) => bad.push(b));
+    const r = relay();
+    await r.start();
+    await schema.pool.query('UPDATE things SET v = 2'); // 999 changes, one statement, one batch
+    await until(() => ids.every((id) => c.peek(`things:${id}`) === undefined), 15_000, 'all 999 keys dropped');
+    expect(bad).toEqual([]);
+    const rr = new Redis(REDIS_URL);
+    try {
+      const entries = await rr.xrange(busKeys(prefix, 'shop').stream, '-', '+');
+      expect(entries.length).toBeGreaterThan(1); // split
+      for (const [, f] of entries) expect(f.reduce((n, x) => n + x.length, 0)).toBeLessThanOrEqual(65_536);
+    } finally {
+      rr.disconnect();
+    }
+    await until(async () => (await outboxKeys()).length === 0, 10_000, 'outbox drained');
+  });
+
   it('an outbox table that does not exist is counted as errors and reported by health, never a crash', async () => {
     const r = relay({ outbox: 'no_such_outbox', pollMs: 20 });
     await r.start();
@@ -220,7 +302,7 @@ describe('as a user would: install-triggers, cachebus sidecar, psql', () => {
   it('psql UPDATE drops products:42 in every worker; SIGTERM stops the sidecar cleanly', async () => {
     const table = `${schema.name}.products`;
     const install = await run('node', [CLI, 'install-triggers', '--table', table, '--namespace', 'shop', '--database', DATABASE_URL]);
-    expect(install.stdout).toMatch(/installed cachebus_outbox_ins/);
+    expect(install.stdout).toMatch(/installed cachebus_shop_[0-9a-f]{8}_ins/);
 
     const workers = await Promise.all([1, 2, 3].map(() => WorkerProc.start({ redis: REDIS_URL, namespace: 'shop', prefix, maxEntries: 100 })));
     cleanups.push(() => Promise.all(workers.map((w) => w.stop())));

@@ -13,6 +13,7 @@ import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
 import { DependencyGraph } from './dependencies.js';
 import { entityOf, type EntityHandle, type Row } from './entity.js';
+import { cacheOpenHooks } from './open-hooks.js';
 import { poolOf } from './pg-pool.js';
 import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
 import { runTransaction, type Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
@@ -156,7 +157,16 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     const every = Math.max(5, Math.min(1000, Math.floor(o.maxStaleMs / 10)));
     this.#watchdog = setInterval(() => this.#checkServable(), every);
     this.#watchdog.unref();
+    for (const hook of cacheOpenHooks) {
+      const dispose = await hook(this as unknown as Cache<{}>).catch((err: unknown) => { this.#error(err); });
+      if (dispose) this.#onClose.push(dispose);
+    }
     return this;
+  }
+
+  /** @internal Throws InvalidKeyError unless this cache accepts `key` (validation before any effect). */
+  assertKey(key: string): void {
+    this.#checkKey(key);
   }
 
   /** The bus (undefined for a local-only cache). */
@@ -205,6 +215,18 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#poison(key);
     this.#put(key, value, options);
     await this.#publish({ keys: [key] });
+  }
+
+  /**
+   * @internal Stores a value in this process only, poisoning its loads in flight, for a value
+   * whose invalidation a script already appended to the stream atomically with the write
+   * (write-behind). Ignores batch and transaction scopes (the write is durable at once).
+   */
+  setLocal(key: string, value: V): void {
+    this.#assertOpen();
+    this.#checkKey(key);
+    this.#poison(key);
+    this.#put(key, value, undefined);
   }
 
   /** Drops the keys here at once; resolves once the invalidation is in the stream. */

@@ -190,7 +190,9 @@ export class ClusterHandle extends EventEmitter<ClusterEvents> {
   #fork(index: number): void {
     const o = this.#o;
     const slot = this.#slots[index]!;
-    cluster.setupPrimary({ exec: o.exec, args: o.args, execArgv: o.execArgv, silent: o.silent });
+    // Without options.exec, node:cluster's own default (process.argv[1]) applies: an explicit
+    // `exec: undefined` would override it and fork() would throw ERR_INVALID_ARG_TYPE.
+    cluster.setupPrimary({ ...(o.exec !== undefined ? { exec: o.exec } : {}), args: o.args, execArgv: o.execArgv, silent: o.silent });
     const w = cluster.fork({
       ...o.env, [ENV_FLAG]: '1', [ENV_INDEX]: String(index), [ENV_CONFIG]: JSON.stringify(o.config ?? null),
     });

@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import { type Entity, type EntityDefinition, EntityRegistry } from '../bus/entities.js';
-import { InvalidValueError } from '../bus/errors.js';
+import { InvalidOptionError, InvalidValueError, UnknownEntityError } from '../bus/errors.js';
+import { canonicalKey, loadKeyKind, type KeyKind } from '../bus/key-types.js';
 import type { CacheCore } from './scope.js';
 import { runTransaction, Transaction } from './transaction.js';
-import { upsertBehind } from './write-behind.js';
+import { assertWriteThrough, upsertBehind } from './write-behind.js';
 
 /** A row of an entity: column name to value (as `pg` returns it: bigint and numeric as strings). */
 export type Row = Record<string, unknown>;
@@ -25,6 +26,9 @@ export class EntityHandle<R extends Row = Row> {
   readonly #pool: () => pg.Pool;
   readonly #registry: EntityRegistry;
   readonly #select: string;
+  /** How ids are canonicalised: from the key column's type, read from the catalogue once. */
+  #kind: KeyKind | undefined;
+  #kindLoad: Promise<KeyKind> | undefined;
 
   /** @internal use cache.entity */
   constructor(core: CacheCore<{}>, registry: EntityRegistry, entity: Entity, pool: () => pg.Pool) {
@@ -36,9 +40,40 @@ export class EntityHandle<R extends Row = Row> {
     this.#select = [s.key, ...(s.version ? [s.version] : []), ...s.columns].join(', ');
   }
 
-  /** Cache key of a row: `<name>:<id>`. */
+  /**
+   * Cache key of a row: `<name>:<id>`, the id written as Postgres prints the stored key (`'007'`
+   * for an integer key is `7`, a uuid is lower case), so that every way of naming a row names
+   * one cache entry, the one the outbox trigger invalidates. Needs the key column's type: after
+   * `await entity.ready()` (or any read or write), else E_INVALID_OPTION.
+   */
   key(id: Id): string {
-    return this.entity.cacheKey(id);
+    if (this.#kind === undefined) {
+      throw new InvalidOptionError(`${this.entity.name}.key(): the key column's type is not known yet: await ${this.entity.name}.ready() first`);
+    }
+    return this.entity.cacheKey(canonicalKey(this.#kind, id, `${this.entity.name} key`));
+  }
+
+  /** Reads the key column's type from the catalogue (once); every other call does it first. */
+  async ready(): Promise<this> {
+    await this.#keyKind();
+    return this;
+  }
+
+  /** The id as Postgres prints it (InvalidValueError for an id the key column could not hold). */
+  async #canonical(id: Id): Promise<string> {
+    return canonicalKey(await this.#keyKind(), id, `${this.entity.name} key`);
+  }
+
+  #keyKind(): Promise<KeyKind> {
+    if (this.#kind !== undefined) return Promise.resolve(this.#kind);
+    this.#kindLoad ??= (async () => {
+      const s = this.entity.sql;
+      const kind = await loadKeyKind(this.#tx()?.client ?? this.#pool(), s.table, this.entity.key, this.entity.name);
+      if (kind === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${s.table} does not exist or has no key column ${this.entity.key}`);
+      this.#kind = kind;
+      return kind;
+    })().finally(() => { this.#kindLoad = undefined; });
+    return this.#kindLoad;
   }
 
   /** The row by primary key (read-through; `undefined` when there is no such row, not cached). */
@@ -51,6 +86,8 @@ export class EntityHandle<R extends Row = Row> {
    * served from the cache; every miss is loaded by ONE `SELECT … WHERE key = ANY($1)`.
    */
   async getMany(ids: readonly Id[]): Promise<(R | undefined)[]> {
+    const kind = await this.#keyKind();
+    const canon = ids.map((id) => canonicalKey(kind, id, `${this.entity.name} key`)); // all valid before any effect
     const tx = this.#tx();
     const misses = new Set<string>();
     let query: Promise<Map<string, R>> | undefined;
@@ -60,23 +97,25 @@ export class EntityHandle<R extends Row = Row> {
       return query.then((rows) => rows.get(id));
     };
     const cache = this.#core.cache;
-    return Promise.all(ids.map(async (id) => {
-      const key = this.key(id);
-      const loader = (): Promise<R | undefined> => loadOne(String(id));
+    return Promise.all(canon.map(async (id) => {
+      const key = this.entity.cacheKey(id);
+      const loader = (): Promise<R | undefined> => loadOne(id);
       return (await (tx ? tx.get(key, loader) : cache.get(key, loader))) as R | undefined;
     }));
   }
 
   /**
    * Loads rows straight from Postgres, bypassing the cache: one `SELECT … WHERE key = ANY($1)`.
-   * Map keys are `String(id)`.
+   * Map keys are the canonical ids (as Postgres prints the key: `'007'` is found under `7`).
    */
   async load(ids: readonly Id[], db: pg.ClientBase | pg.Pool = this.#pool()): Promise<Map<string, R>> {
     const out = new Map<string, R>();
     if (ids.length === 0) return out;
+    const kind = await this.#keyKind();
+    const canon = ids.map((id) => canonicalKey(kind, id, `${this.entity.name} key`));
     const s = this.entity.sql;
-    const res = await db.query<R>(`SELECT ${this.#select} FROM ${s.table} WHERE ${s.key} = ANY($1)`, [ids]);
-    for (const row of res.rows) out.set(String(row[this.entity.key]), row);
+    const res = await db.query<R>(`SELECT ${this.#select} FROM ${s.table} WHERE ${s.key} = ANY($1)`, [canon]);
+    for (const row of res.rows) out.set(canonicalKey(kind, row[this.entity.key], `${this.entity.name} key`), row);
     return out;
   }
 
@@ -86,13 +125,15 @@ export class EntityHandle<R extends Row = Row> {
    * Resolves with the updated row, or `undefined` if there is no such row.
    */
   async update(id: Id, patch: Partial<R>): Promise<R | undefined> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'update()');
     const cols = this.#columns(patch, false);
     if (cols.length === 0) throw new InvalidValueError(`${this.entity.name}.update: the patch sets no column`);
     const s = this.entity.sql;
     const sets = cols.map((c, i) => `${quoted(this.entity, c)} = $${i + 2}`);
     if (s.version && !cols.includes(this.entity.version!)) sets.push(`${s.version} = ${s.version} + 1`);
     const sql = `UPDATE ${s.table} SET ${sets.join(', ')} WHERE ${s.key} = $1 RETURNING ${this.#select}`;
-    return this.#write(id, sql, [id, ...cols.map((c) => patch[c])]);
+    const key = await this.#canonical(id);
+    return this.#write(sql, [key, ...cols.map((c) => patch[c])]);
   }
 
   /**
@@ -104,8 +145,10 @@ export class EntityHandle<R extends Row = Row> {
   async upsert(row: R, options?: { readonly mode?: 'write-through' | 'write-behind' }): Promise<R> {
     // write-behind (docs/write-behind.md): durable in Redis now, in Postgres after the flush delay.
     if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row);
+    assertWriteThrough(this.#core.cache, this.entity.name, 'a write-through upsert()');
     const id = row[this.entity.key] as Id | undefined;
     if (id === undefined || id === null) throw new InvalidValueError(`${this.entity.name}.upsert: the row has no ${this.entity.key}`);
+    await this.#canonical(id); // a key the column cannot hold is refused before any effect
     const cols = this.#columns(row, true);
     const s = this.entity.sql;
     const e = this.entity;
@@ -115,36 +158,39 @@ export class EntityHandle<R extends Row = Row> {
     if (updates.length === 0) updates.push(`${s.key} = EXCLUDED.${s.key}`);
     const sql = `INSERT INTO ${s.table} (${names.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
       `ON CONFLICT (${s.key}) DO UPDATE SET ${updates.join(', ')} RETURNING ${this.#select}`;
-    return (await this.#write(id, sql, cols.map((c) => row[c])))!;
+    return (await this.#write(sql, cols.map((c) => row[c])))!;
   }
 
   /** Deletes one row; the invalidation is published after COMMIT. Resolves true if a row was deleted. */
   async delete(id: Id): Promise<boolean> {
+    assertWriteThrough(this.#core.cache, this.entity.name, 'delete()');
     const s = this.entity.sql;
     const sql = `DELETE FROM ${s.table} WHERE ${s.key} = $1 RETURNING ${s.key}`;
+    const key = await this.#canonical(id);
     let found = false;
     await this.#inTx(async (tx) => {
-      found = ((await tx.query(sql, [id])).rowCount ?? 0) > 0;
-      if (found) tx.invalidate(this.key(id));
+      found = ((await tx.query(sql, [key])).rowCount ?? 0) > 0;
+      if (found) tx.invalidate(this.entity.cacheKey(key));
     });
     return found;
   }
 
   /** Drops rows from every worker's cache (e.g. after a write made with plain SQL in a transaction). */
   async invalidate(...ids: Id[]): Promise<void> {
-    const tx = this.#tx();
+    await this.#keyKind();
     const keys = ids.map((id) => this.key(id));
+    const tx = this.#tx();
     if (tx) tx.invalidate(...keys);
     else await this.#core.cache.invalidate(...keys);
   }
 
-  async #write(id: Id, sql: string, values: unknown[]): Promise<R | undefined> {
+  async #write(sql: string, values: unknown[]): Promise<R | undefined> {
     let out: R | undefined;
     await this.#inTx(async (tx) => {
       const res = await tx.query<R>(sql, values);
       out = res.rows[0];
       // Private to the transaction; invalidated everywhere at COMMIT. No row, nothing changed.
-      if (out !== undefined) tx.set(this.key(String(out[this.entity.key])), out);
+      if (out !== undefined) tx.set(this.key(out[this.entity.key] as Id), out);
     });
     return out;
   }

@@ -14,8 +14,8 @@ export { Transaction, type TransactionDb, type TransactionOptions } from './tran
 export { EntityHandle, type Row, type Id } from './entity.js';
 export type { Entity, EntityDefinition } from '../bus/entities.js';
 export type { PgInput } from '../bus/pg.js';
-export { UnknownEntityError, TransactionRolledBackError } from '../bus/errors.js';
-export { installTriggers, uninstallTriggers, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
+export { UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError } from '../bus/errors.js';
+export { installTriggers, uninstallTriggers, installOutbox, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
 export {
   CacheMetrics, cacheMetrics, kMetricsDefaults, type CacheMetricsOptions,
 } from './metrics.js';
@@ -46,7 +46,7 @@ export { RelayError } from '../bus/errors.js';
 export {
   writeBehind, writeBehindOf, WriteBehindEntity, type WriteBehindOptions, type WriteResult,
 } from './write-behind.js';
-export { BackpressureError } from '../bus/errors.js';
+export { BackpressureError, WriteModeError } from '../bus/errors.js';
 export {
   Flusher, createFlusherService, kFlusherDefaults, kWriterDefaults, DURABILITY_WARNING,
   type FlusherOptions, type FlusherEvents, type FlusherStats, type FlusherService, type FlushInfo,

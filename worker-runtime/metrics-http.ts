@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -31,6 +32,11 @@ export interface MetricsServer {
 /**
  * Serves `GET /metrics` from `source` and `GET /health` on a small HTTP server. A failing
  * source answers 500 with the message; it never crashes the process.
+ *
+ * The port is this process's own, also in a node:cluster worker (`exclusive: true`): workers
+ * never share it through the primary (scrapes would alternate between workers). Give each
+ * worker its own port (`9464 + workerIndex()`), or serve the aggregate from the primary with
+ * `serveClusterMetrics`; a port already taken rejects with EADDRINUSE.
  */
 export async function serveMetrics(source: MetricsSource, options: MetricsServerOptions): Promise<MetricsServer> {
   const health = options.health ?? (() => ({ ok: true }));
@@ -53,10 +59,17 @@ export async function serveMetrics(source: MetricsSource, options: MetricsServer
       res.end(`error: ${String((err as Error)?.message ?? err)}\n`);
     });
   });
+  const host = options.host ?? process.env.CACHEBUS_METRICS_HOST ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host ?? process.env.CACHEBUS_METRICS_HOST ?? '127.0.0.1', () => {
-      server.off('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE' && cluster.isWorker) {
+        err.message += ': in a node:cluster worker each worker needs its own metrics port (e.g. 9464 + workerIndex()),' +
+          ' or serve every worker from the primary with serveClusterMetrics';
+      }
+      reject(err);
+    });
+    server.listen({ port: options.port, host, exclusive: true }, () => {
+      server.removeAllListeners('error');
       resolve();
     });
   });

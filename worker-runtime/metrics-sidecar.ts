@@ -14,6 +14,7 @@ export interface FlusherSource {
   readonly stats: {
     readonly batches: number; readonly rowsFlushed: number; readonly rowsStale: number;
     readonly deadLetters: number; readonly retries: number; readonly redisErrors: number;
+    readonly deadLettersDropped?: number; readonly rowsDeferred?: number;
   };
   on(event: 'flushed', listener: (info: { readonly rows: number; readonly durationMs: number }) => void): unknown;
   off(event: 'flushed', listener: (info: { readonly rows: number; readonly durationMs: number }) => void): unknown;
@@ -105,6 +106,8 @@ export class SidecarMetrics {
     counter('cachebus_writebehind_rows_stale_total', 'Flushed rows Postgres already had in this or a newer version.', flushers, (e) => e.source.stats.rowsStale);
     counter('cachebus_writebehind_retries_total', 'Flush attempts that failed and were retried with backoff.', flushers, (e) => e.source.stats.retries);
     counter('cachebus_writebehind_dead_letters_total', 'Rows Postgres refused, moved to the dead-letter list.', flushers, (e) => e.source.stats.deadLetters);
+    counter('cachebus_writebehind_dead_letters_dropped_total', 'Dead letters dropped (oldest first) because the list reached maxDeadLetters.', flushers, (e) => e.source.stats.deadLettersDropped ?? 0);
+    counter('cachebus_writebehind_rows_deferred_total', 'Rows kept pending because the row their foreign key needs was itself pending.', flushers, (e) => e.source.stats.rowsDeferred ?? 0);
     counter('cachebus_writebehind_redis_errors_total', 'Redis errors of the flusher.', flushers, (e) => e.source.stats.redisErrors);
     counter('cachebus_outbox_rows_total', 'Outbox rows relayed to the stream.', outboxes, (e) => e.source.stats.rows);
     counter('cachebus_outbox_batches_total', 'Outbox batches relayed.', outboxes, (e) => e.source.stats.batches);

@@ -1,5 +1,7 @@
-import pg from 'pg';
-import { InvalidOptionError, PublishError, TransactionRolledBackError } from '../bus/errors.js';
+import type pg from 'pg';
+import { InvalidOptionError, PublishError, TransactionOutcomeUnknownError, TransactionRolledBackError } from '../bus/errors.js';
+import { forgetOutboxRows, outboxTableOf, recordInOutbox } from '../bus/outbox/rows.js';
+import { checkout, isPgPool, type Checkout } from '../bus/pg.js';
 import type { EntryOptions, Loader } from './cache.js';
 import { DependencyGraph } from './dependencies.js';
 import { HeldInvalidations, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
@@ -10,6 +12,18 @@ export type TransactionDb = pg.Pool | pg.PoolClient | pg.Client;
 export interface TransactionOptions {
   /** Isolation level of the BEGIN. @defaultValue the server's default (read committed) */
   readonly isolation?: 'read committed' | 'repeatable read' | 'serializable' | undefined;
+  /**
+   * Also record the transaction's invalidations in the outbox table, in the same Postgres
+   * transaction (one INSERT just before COMMIT): a committed change is then published even if
+   * this process dies before it publishes; the sidecar's outbox relay does it (docs/outbox.md).
+   * `true` uses the table `cachebus_outbox` (found through the connection's search_path); a
+   * string names the table (`schema.table`). The table must exist (`installOutbox`, or
+   * `cachebus install-triggers`). After this process published, it deletes its rows again.
+   * @defaultValue `false`
+   */
+  readonly outbox?: boolean | string | undefined;
+  /** @internal test hook: runs after a successful COMMIT, before anything is published. */
+  readonly afterCommit?: (() => Promise<void> | void) | undefined;
 }
 
 const ISOLATION = new Set(['read committed', 'repeatable read', 'serializable']);
@@ -163,10 +177,20 @@ export class Transaction<V extends {} = {}> implements Scope<V> {
     if (this.#done) throw new InvalidOptionError('the transaction is over: use it only inside its function');
   }
 
-  /** @internal after COMMIT: drop locally again (loads that overlapped read the old rows), then publish. */
-  async committed(outer: Scope<V> | undefined): Promise<void> {
+  /** @internal what COMMIT would publish (for the outbox rows written just before it). */
+  heldInvalidation(): { keys: string[]; tags: string[]; clear: boolean } {
+    const h = this.#held;
+    return { keys: [...h.keys], tags: [...h.tags], clear: h.clear };
+  }
+
+  /**
+   * @internal after COMMIT (or a COMMIT whose outcome is unknown): drop locally again (loads that
+   * overlapped read the old rows), then publish. Resolves true when this call published (false:
+   * nothing held, or joined an outer batch).
+   */
+  async committed(outer: Scope<V> | undefined): Promise<boolean> {
     this.#finish();
-    if (this.#held.empty) return;
+    if (this.#held.empty) return false;
     const inv = this.#held.take();
     if (inv.clear) this.#core.clearLocal();
     else this.#core.apply(inv.keys, inv.tags, 'transaction');
@@ -174,10 +198,11 @@ export class Transaction<V extends {} = {}> implements Scope<V> {
     // here): publish now, the outer transaction's fate does not undo this one.
     if (outer !== undefined && !(outer instanceof Transaction)) {
       outer.hold(inv);
-      return;
+      return false;
     }
     try {
       await this.#core.publish(inv);
+      return true;
     } catch (err) {
       throw new PublishError(
         `the transaction COMMITTED, but publishing its invalidation failed (other workers may serve stale values until they reload): ${(err as Error).message}`,
@@ -201,12 +226,27 @@ export class Transaction<V extends {} = {}> implements Scope<V> {
   }
 }
 
-const isPool = (db: TransactionDb): db is pg.Pool => db instanceof pg.Pool;
+/**
+ * True when a COMMIT error proves the transaction did NOT commit: Postgres answered the COMMIT
+ * with an ordinary error on a live connection (a deferred constraint 23xxx, a serialization
+ * failure 40xxx, ...). A lost connection (no SQLSTATE), a FATAL/PANIC, or a class 08
+ * (connection), 53 (resources), 57 (operator intervention: pg_terminate_backend, shutdown),
+ * 58 (system) or XX (internal) error leaves the outcome unknown: it may have committed.
+ */
+export function commitSurelyFailed(err: unknown, connectionError: Error | undefined): boolean {
+  if (connectionError !== undefined) return false;
+  const e = err as { code?: unknown; severity?: unknown };
+  if (typeof e?.code !== 'string' || !/^[0-9A-Z]{5}$/.test(e.code)) return false;
+  if (e.severity === 'FATAL' || e.severity === 'PANIC') return false;
+  return !['08', '53', '57', '58', 'XX'].includes(e.code.slice(0, 2));
+}
 
 /**
- * Runs `fn` in a database transaction: BEGIN, `fn(tx)`, COMMIT, then the held invalidations are
- * applied locally and published as one entry. ROLLBACK (a thrown error, `tx.rollback()`), or a
- * COMMIT that fails or reports ROLLBACK, publishes nothing and drops the touched keys locally.
+ * Runs `fn` in a database transaction: BEGIN, `fn(tx)`, [outbox rows], COMMIT, then the held
+ * invalidations are applied locally and published as one entry. ROLLBACK (a thrown error,
+ * `tx.rollback()`), or a COMMIT that Postgres answers with an error or with ROLLBACK, publishes
+ * nothing and drops the touched keys locally. A COMMIT whose outcome is unknown (connection lost
+ * after it was sent) publishes, then throws TransactionOutcomeUnknownError.
  */
 export async function runTransaction<V extends {}, T>(
   core: CacheCore<V>,
@@ -218,9 +258,22 @@ export async function runTransaction<V extends {}, T>(
   if (iso !== undefined && !ISOLATION.has(iso)) {
     throw new InvalidOptionError(`options.isolation must be one of ${[...ISOLATION].join(', ')} (got ${String(iso)})`);
   }
+  const outbox = options.outbox === undefined || options.outbox === false ? undefined : outboxTableOf(options.outbox);
   const outer = core.scopes.getStore();
-  const pooled = isPool(db);
-  const client: pg.ClientBase = pooled ? await db.connect() : db;
+  // A pool (of this or any other copy of pg: by shape) gets a client of its own for the whole
+  // transaction; a client passed in is guarded against 'error' events while we use it.
+  let out: Checkout | undefined;
+  let client: pg.ClientBase;
+  let connectionError: Error | undefined;
+  const onError = (err: Error): void => { connectionError ??= err; };
+  if (isPgPool(db)) {
+    out = await checkout(db);
+    client = out.client;
+  } else {
+    client = db;
+    client.on('error', onError);
+  }
+  const lost = (): Error | undefined => connectionError ?? out?.error;
   let broken: Error | undefined;
   const tx = new Transaction<V>(core, client);
   try {
@@ -231,8 +284,11 @@ export async function runTransaction<V extends {}, T>(
       throw err;
     }
     let result: T;
+    let outboxIds: string[] = [];
     try {
       result = await core.scopes.run(tx, () => fn(tx));
+      // Same transaction as the change: committed together, or not at all.
+      if (outbox !== undefined && !tx.rollbackOnly) outboxIds = await recordInOutbox(client, outbox, core.cache.namespace, tx.heldInvalidation());
     } catch (err) {
       await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
       tx.discarded();
@@ -244,21 +300,39 @@ export async function runTransaction<V extends {}, T>(
       return result;
     }
     let commit: pg.QueryResult;
+    // A connection already lost before COMMIT: COMMIT is never sent, and Postgres rolls back.
+    const lostBefore = lost() !== undefined;
     try {
       commit = await client.query('COMMIT');
     } catch (err) {
-      broken = (err as { code?: string }).code === undefined ? (err as Error) : undefined;
-      tx.discarded();
-      throw err;
+      if (lostBefore || commitSurelyFailed(err, lost())) {
+        tx.discarded();
+        throw err;
+      }
+      // It may have committed: over-invalidating is safe, missing an invalidation is not.
+      broken = err as Error;
+      let published = 'its invalidations were published';
+      await tx.committed(outer).catch((e: Error) => { published = `publishing its invalidations failed too (${e.message})`; });
+      throw new TransactionOutcomeUnknownError(
+        `the connection failed after COMMIT was sent: the transaction may have committed; ${published} (${(err as Error).message})`,
+        { cause: err },
+      );
     }
     if (commit.command === 'ROLLBACK') {
       // COMMIT of a transaction in which a statement failed (and was caught) rolls back.
       tx.discarded();
       throw new TransactionRolledBackError('COMMIT rolled back: a statement in the transaction failed earlier; nothing was published');
     }
-    await tx.committed(outer);
+    await options.afterCommit?.();
+    // Published here: the relay need not publish these rows again (if it does, it is harmless).
+    // Not published (joined an outer batch, or publishing failed: thrown): the relay will.
+    if (await tx.committed(outer) && outbox !== undefined) {
+      await forgetOutboxRows(client, outbox, outboxIds).catch((e: Error) => { broken = e; });
+    }
     return result;
   } finally {
-    if (pooled) (client as pg.PoolClient).release(broken);
+    broken ??= lost();
+    if (out !== undefined) out.release(broken);
+    else client.removeListener('error', onError);
   }
 }

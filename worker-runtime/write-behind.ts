@@ -1,16 +1,18 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type pg from 'pg';
 import type { Entity, EntityDefinition } from '../bus/entities.js';
 import { defineEntity } from '../bus/entities.js';
-import { ClosedError, InvalidOptionError } from '../bus/errors.js';
-import { writeBehindShared } from '../bus/keys.js';
+import type { RedisClient } from '../bus/connection.js';
+import { ClosedError, InvalidOptionError, UnknownEntityError, WriteModeError } from '../bus/errors.js';
+import { canonicalKey, loadKeyKind, type KeyKind } from '../bus/key-types.js';
+import { writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
 import { closePg, openPg, type PgHandle, type PgInput } from '../bus/pg.js';
-import { pendingToRow } from '../bus/write-behind/codec.js';
+import { parsePending, pendingToRow } from '../bus/write-behind/codec.js';
 import { warnIfNotDurable } from '../bus/write-behind/durability.js';
-import { publishDefinition } from '../bus/write-behind/registry.js';
+import { publishDefinition, readDefinitions } from '../bus/write-behind/registry.js';
 import { TickQueue } from '../bus/write-behind/ticks.js';
 import { WriteBehindWriter, type WriterOptions, type WriterStats } from '../bus/write-behind/writer.js';
 import type { Cache, Loader } from './cache.js';
+import { cacheOpenHooks } from './open-hooks.js';
 
 /** Options of `writeBehind(cache, definition, options)`. */
 export interface WriteBehindOptions extends WriterOptions {
@@ -32,46 +34,103 @@ type Row = Record<string, unknown>;
 
 interface Waiter { readonly id: string; readonly loader: Loader<{}>; resolve(v: unknown): void; reject(e: unknown): void }
 
+/** A write-behind entity as the overlay reader knows it: from a local writeBehind() or from Redis. */
+interface Known { readonly name: string; readonly entity: Entity | undefined; readonly overlay: string }
+
+/** How often every cache re-reads the write-behind entities registered in Redis. */
+const kRefreshMs = 1_000;
+
 /**
  * The miss hook of one cache: a miss on `<entity>:<id>` of a write-behind entity reads the
  * pending overlay first (one HMGET per entity per tick) and calls the original loader only
  * when no row is pending. Overlay strictly BEFORE Postgres: the flusher deletes an overlay row
- * only after its COMMIT, so "not pending" means Postgres already has it.
+ * only after its COMMIT, so "not pending" means Postgres already has it. Every cache with a bus
+ * has one (installed at open), knowing the write-behind entities registered in Redis (read at
+ * open and every second) as well as the ones it writes itself.
  */
 class OverlayHook {
-  readonly writers = new Map<string, WriteBehindWriter>();
   readonly handles = new Map<string, WriteBehindEntity>();
-  #batch = new Map<WriteBehindWriter, Waiter[]>();
+  readonly known = new Map<string, Known>();
+  readonly #client: RedisClient;
+  readonly #keys: BusKeys;
+  #batch = new Map<Known, Waiter[]>();
+
+  constructor(client: RedisClient, keys: BusKeys) {
+    this.#client = client;
+    this.#keys = keys;
+  }
+
+  /** Knows `entity` as write-behind (a local writer's definition wins over Redis's). */
+  add(entity: Entity, local: boolean): void {
+    if (!local && this.handles.has(entity.name)) return;
+    this.known.set(entity.name, { name: entity.name, entity, overlay: writeBehindKeys(this.#keys, entity.name).overlay });
+    this.#probes.delete(entity.name);
+  }
+
+  /** Reads the entities registered in Redis (invalid ones are ignored: the flusher reports them). */
+  async refresh(): Promise<void> {
+    for (const e of await readDefinitions(this.#client, writeBehindShared(this.#keys).entities, () => undefined)) this.add(e, false);
+  }
 
   readonly hook = (key: string, loader: Loader<{}>): Loader<{}> => {
     const i = key.indexOf(':');
-    const w = i > 0 ? this.writers.get(key.slice(0, i)) : undefined;
-    if (w === undefined) return loader;
+    if (i <= 0) return loader;
+    const name = key.slice(0, i);
+    let k = this.known.get(name);
+    let probe = false;
+    if (k === undefined) {
+      // Not known as write-behind (yet): the entity may have been registered a moment ago. Its
+      // overlay is read anyway, side by side with the loader (no added latency): a pending row wins.
+      if (!IDENT.test(name)) return loader;
+      k = this.#probes.get(name);
+      if (k === undefined) this.#probes.set(name, (k = { name, entity: undefined, overlay: writeBehindKeys(this.#keys, name).overlay }));
+      probe = true;
+    }
     const id = key.slice(i + 1);
+    const known = k;
     return () => new Promise((resolve, reject) => {
       if (this.#batch.size === 0) queueMicrotask(() => this.#read());
-      let list = this.#batch.get(w);
-      if (list === undefined) this.#batch.set(w, (list = []));
-      list.push({ id, loader, resolve, reject });
+      let list = this.#batch.get(known);
+      if (list === undefined) this.#batch.set(known, (list = []));
+      let load = loader;
+      if (probe) {
+        const started = Promise.resolve().then(() => loader());
+        started.catch(() => undefined);
+        load = () => started;
+      }
+      list.push({ id, loader: load, resolve, reject });
     });
   };
+
+  readonly #probes = new Map<string, Known>();
 
   #read(): void {
     const batch = this.#batch;
     this.#batch = new Map();
-    for (const [w, waiters] of batch) {
-      w.pending(waiters.map((x) => x.id)).then(
-        (rows) => {
+    for (const [k, waiters] of batch) {
+      this.#client.hmget(k.overlay, ...waiters.map((x) => x.id)).then(
+        async (stored) => {
+          let entity = k.entity;
+          if (entity === undefined && stored.some((s) => s !== null)) {
+            // A pending row of an entity this cache did not know yet: learn it now.
+            await this.refresh().catch(() => undefined);
+            entity = this.known.get(k.name)?.entity;
+          }
           // Loaders of the rows not pending are called together, so batching loaders still batch.
           waiters.forEach((x, i) => {
-            const p = rows[i];
-            if (p !== undefined) x.resolve(pendingToRow(w.entity, p));
-            else {
+            const s = stored[i];
+            if (s !== null && s !== undefined && entity !== undefined) {
               try {
-                x.resolve(x.loader());
+                x.resolve(pendingToRow(entity, parsePending(x.id, s)));
               } catch (err) {
                 x.reject(err);
               }
+              return;
+            }
+            try {
+              x.resolve(x.loader());
+            } catch (err) {
+              x.reject(err);
             }
           });
         },
@@ -82,14 +141,41 @@ class OverlayHook {
   }
 }
 
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
 const hooks = new WeakMap<object, OverlayHook>();
 
+/** The overlay hook of a cache (created, installed and refreshed once per cache). */
+async function overlayOf(cache: Cache<{}>): Promise<OverlayHook | undefined> {
+  const bus = cache.bus;
+  if (bus === undefined) return undefined;
+  let hook = hooks.get(cache);
+  if (hook !== undefined) return hook;
+  hook = new OverlayHook(bus.client, bus.keys);
+  hooks.set(cache, hook);
+  cache.setMissHook(hook.hook);
+  await hook.refresh();
+  return hook;
+}
+
+// Every cache with a bus reads the overlay of every write-behind entity of its namespace (I6),
+// whether or not it ever calls writeBehind().
+cacheOpenHooks.push(async (cache) => {
+  const hook = await overlayOf(cache);
+  if (hook === undefined) return;
+  const timer = setInterval(() => { hook.refresh().catch(() => undefined); }, kRefreshMs);
+  timer.unref();
+  return async () => { clearInterval(timer); };
+});
+
 /**
- * Runs a function outside any `cache.batch` / `cache.transaction` scope (the context captured
- * when this module loaded): a write-behind write is durable at once, so its local update and
- * invalidation must neither wait for a COMMIT nor vanish with a ROLLBACK.
+ * Throws WriteModeError when `entity` is written behind Postgres in this cache's namespace (as
+ * far as this cache knows: its own writeBehind() calls and the registry in Redis). Write-through
+ * writes of such an entity would not be ordered with its pending rows.
  */
-const outsideScopes = AsyncLocalStorage.snapshot();
+export function assertWriteThrough(cache: object, entity: string, operation: string): void {
+  if (hooks.get(cache)?.known.has(entity)) throw new WriteModeError(entity, operation);
+}
 
 /**
  * A write-behind entity of a cache: `write` is acknowledged once the row is durable in Redis,
@@ -105,6 +191,7 @@ export class WriteBehindEntity<R extends Row = Row> {
   readonly #pg: PgHandle;
   readonly #select: string;
   #closing: Promise<void> | undefined;
+  #kind: Promise<KeyKind> | undefined;
 
   /** @internal use writeBehind() */
   constructor(cache: Cache<{}>, entity: Entity, writer: WriteBehindWriter, ticks: TickQueue, hook: OverlayHook, pgInput: PgInput | undefined) {
@@ -118,32 +205,52 @@ export class WriteBehindEntity<R extends Row = Row> {
     this.#select = `SELECT ${[s.key, s.version!, ...s.columns].join(', ')} FROM ${s.table} WHERE ${s.key} = $1`;
   }
 
+  /** The id as Postgres prints it (InvalidValueError for an id the key column could not hold). */
+  async #canonical(id: unknown): Promise<string> {
+    this.#kind ??= loadKeyKind(this.#pg.pool, this.entity.sql.table, this.entity.key, this.entity.name).then((k) => {
+      if (k === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${this.entity.sql.table} does not exist or has no key column ${this.entity.key}`);
+      return k;
+    });
+    this.#kind.catch(() => { this.#kind = undefined; }); // a failed lookup is tried again next time
+    return canonicalKey(await this.#kind, id, `${this.entity.name} key`);
+  }
+
   /** Counters of the writer (rows written, script calls, refused rows, tick errors). */
   get stats(): Readonly<WriterStats> { return this.#writer.stats; }
 
   /**
-   * Writes a whole row (columns left out become null) behind Postgres: assigns its version and
-   * makes it durable in Redis in one atomic step (overlay + dirty mark), stores it in the local
-   * cache, tells every other worker to drop its copy, and resolves. Postgres gets the row after
-   * `flushDelayMs`. Rejects with BackpressureError (E_WB_BACKPRESSURE) when the entity already
+   * Writes a whole row (columns left out become null) behind Postgres: validates it, then in one
+   * atomic Redis script (one round trip) assigns its version, makes it durable (overlay + dirty
+   * mark) and appends its invalidation to the stream; stores it in the local cache and resolves.
+   * Postgres gets the row after `flushDelayMs`. Rejects with BackpressureError (E_WB_BACKPRESSURE) when the entity already
    * has `maxPending` rows waiting; then nothing was written.
    */
   async write(row: R): Promise<WriteResult> {
     if (this.#closing !== undefined) throw new ClosedError('write-behind entity');
-    const p = await this.#writer.write(row);
-    // After the row is durable (I4); cache.set poisons this process's loads of the key in flight.
-    await outsideScopes(() => this.#cache.set(this.entity.cacheKey(p.id), pendingToRow(this.entity, p)));
+    // The key as Postgres prints it (issue 12 case 12): '007' and 7 are one row, one cache key.
+    const key = this.entity.key;
+    if (row !== null && typeof row === 'object' && key in row) {
+      const given = row[key];
+      const canon = await this.#canonical(given);
+      if (canon !== String(given)) row = { ...row, [key]: canon }; // a 7 stays the number 7; '007' becomes '7'
+    }
+    // The row and its cache key are validated before the script runs: a rejected write changed nothing.
+    const p = await this.#writer.write(row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
+    // The script made the row durable AND appended its invalidation (one atomic step, I4): only
+    // this process's copy is left to update (its loads of the key in flight are poisoned).
+    this.#cache.setLocal(this.entity.cacheKey(p.id), pendingToRow(this.entity, p));
     return { id: p.id, version: p.version };
   }
 
   /** Read-through: the local value, else the pending row, else the Postgres row (undefined: none). */
   async get(id: string | number): Promise<R | undefined> {
-    return (await this.#cache.get(this.entity.cacheKey(id), () => this.#load(id))) as R | undefined;
+    const canon = await this.#canonical(id);
+    return (await this.#cache.get(this.entity.cacheKey(canon), () => this.#load(canon))) as R | undefined;
   }
 
   /** The row pending in Redis (written, not yet flushed), if any. */
   async pending(id: string | number): Promise<R | undefined> {
-    const [p] = await this.#writer.pending([String(id)]);
+    const [p] = await this.#writer.pending([await this.#canonical(id)]);
     return p === undefined ? undefined : (pendingToRow(this.entity, p) as R);
   }
 
@@ -151,10 +258,9 @@ export class WriteBehindEntity<R extends Row = Row> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#writer.flushed();
-      if (this.#hook.writers.get(this.entity.name) === this.#writer) {
-        this.#hook.writers.delete(this.entity.name);
-        this.#hook.handles.delete(this.entity.name);
-      }
+      // The entity stays known as write-behind (its rows may still be pending): reads keep
+      // going through the overlay.
+      if (this.#hook.handles.get(this.entity.name) === (this as unknown as WriteBehindEntity)) this.#hook.handles.delete(this.entity.name);
       await this.#ticks.close();
       await closePg(this.#pg);
     })();
@@ -184,27 +290,20 @@ export async function writeBehind<R extends Row = Row>(
   const bus = cache.bus;
   if (bus === undefined) throw new InvalidOptionError('write-behind needs a cache with a bus (options.redis must not be false)');
   const entity = 'entity' in definition ? definition.entity : defineEntity(definition);
-  let hook = hooks.get(cache);
-  if (hook === undefined) {
-    hook = new OverlayHook();
-    hooks.set(cache, hook);
-    cache.setMissHook(hook.hook);
-  }
-  if (hook.writers.has(entity.name)) throw new InvalidOptionError(`entity ${entity.name} is already write-behind on this cache`);
+  const hook = (await overlayOf(cache))!;
+  if (hook.handles.has(entity.name)) throw new InvalidOptionError(`entity ${entity.name} is already write-behind on this cache`);
   const shared = writeBehindShared(bus.keys);
   const ticks = new TickQueue(bus.client, shared.queueName, shared.queuePrefix);
   const onError = (err: unknown): void => {
     if (cache.listenerCount('error') > 0) cache.emit('error', err);
     else console.error(`[cachebus:${cache.namespace}] write-behind ${entity.name}: ${(err as Error)?.message ?? err}`);
   };
-  const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError);
-  await publishDefinition(bus.client, shared.entities, {
-    name: entity.name, table: entity.table, key: entity.key, version: entity.version!, columns: entity.columns,
-  });
+  const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError, (keys) => bus.appendArgsFor({ keys }));
+  await publishDefinition(bus.client, shared, entity);
   await warnIfNotDurable(bus.client);
-  hook.writers.set(entity.name, writer);
   const handle = new WriteBehindEntity<R>(cache, entity, writer, ticks, hook, options.pg);
   hook.handles.set(entity.name, handle as unknown as WriteBehindEntity);
+  hook.add(entity, true);
   return handle;
 }
 

@@ -3,11 +3,12 @@ import { backoff, connect, type RedisClient, type RedisInput } from '../connecti
 import { InvalidOptionError } from '../errors.js';
 import { busKeys } from '../keys.js';
 import { newOrigin } from '../bus.js';
-import { closePg, openPg, type PgHandle, type PgInput } from '../pg.js';
+import { checkout, closePg, openPg, type PgHandle, type PgInput } from '../pg.js';
 import { Publisher } from '../publisher.js';
 import type { SidecarService } from '../sidecar/sidecar.js';
 import { quoteTable } from '../entities.js';
-import { DEFAULT_OUTBOX, OUTBOX_CHANNEL } from './triggers.js';
+import { DEFAULT_OUTBOX, OUTBOX_CHANNEL } from './rows.js';
+import { splitByEncodedSize, type RelayedInvalidation } from './split.js';
 
 export interface OutboxRelayOptions {
   /** Postgres holding the outbox: a `pg.Pool` (not closed by stop) or a connection string. */
@@ -49,6 +50,8 @@ export interface OutboxRelayStats {
   lastBatchMaxAgeMs: number;
   /** NOTIFY wake-ups received. */
   notifications: number;
+  /** Keys or tags too large for any entry once encoded: published as a clear of the namespace instead. */
+  oversized: number;
 }
 
 /**
@@ -61,10 +64,11 @@ export interface OutboxRelayStats {
  */
 export class OutboxRelay implements SidecarService {
   readonly name = 'outbox';
-  readonly stats: OutboxRelayStats = { rows: 0, keys: 0, entries: 0, batches: 0, errors: 0, lastBatchMaxAgeMs: 0, notifications: 0 };
+  readonly stats: OutboxRelayStats = { rows: 0, keys: 0, entries: 0, batches: 0, errors: 0, lastBatchMaxAgeMs: 0, notifications: 0, oversized: 0 };
   readonly #o: Required<Pick<OutboxRelayOptions, 'batchSize' | 'pollMs' | 'listen'>> & OutboxRelayOptions;
   readonly #select: string;
   readonly #delete: string;
+  readonly #origin = newOrigin();
   #pg: PgHandle | undefined;
   #redis: RedisClient | undefined;
   #ownsRedis = false;
@@ -99,8 +103,9 @@ export class OutboxRelay implements SidecarService {
     busKeys(o.prefix ?? 'cachebus', o.namespace); // validates namespace and prefix
     this.#o = o;
     const table = quoteTable(o.outbox ?? DEFAULT_OUTBOX);
-    this.#select = `SELECT id, key, (extract(epoch FROM clock_timestamp() - created_at) * 1000)::float8 AS age_ms
-      FROM ${table} WHERE namespace = $1 AND id > $3 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`;
+    // kind through to_jsonb: an outbox created before the column existed reads as all keys.
+    this.#select = `SELECT id, key, to_jsonb(o) ->> 'kind' AS kind, (extract(epoch FROM clock_timestamp() - created_at) * 1000)::float8 AS age_ms
+      FROM ${table} o WHERE namespace = $1 AND id > $3 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`;
     this.#delete = `DELETE FROM ${table} WHERE id = ANY($1::bigint[])`;
   }
 
@@ -116,7 +121,7 @@ export class OutboxRelay implements SidecarService {
     if (conn.owned) redis.on('error', (err: unknown) => { this.#lastError = `redis: ${(err as Error)?.message ?? err}`; });
     this.#publisher = new Publisher(redis, {
       stream: busKeys(o.prefix ?? 'cachebus', o.namespace).stream,
-      origin: newOrigin(),
+      origin: this.#origin,
       secret: o.secret,
       maxEntryBytes: o.maxEntryBytes ?? 65_536,
       streamMaxLen: o.streamMaxLen ?? 100_000,
@@ -155,7 +160,9 @@ export class OutboxRelay implements SidecarService {
     const pool = this.#pg?.pool;
     const publisher = this.#publisher;
     if (pool === undefined || publisher === undefined) throw new InvalidOptionError('the relay is not started');
-    const client = await pool.connect();
+    // With an 'error' listener while checked out: a terminated backend must not kill the sidecar.
+    const out = await checkout(pool);
+    const client = out.client;
     let broken: Error | undefined;
     try {
       // An ordered index scan that stops at LIMIT, whatever the (often stale) statistics of a
@@ -164,13 +171,19 @@ export class OutboxRelay implements SidecarService {
       const cursor = this.#cursor;
       this.#cursor = '0';
       this.#again = cursor !== '0';
-      const { rows } = await client.query<{ id: string; key: string; age_ms: number }>(this.#select, [this.#o.namespace, this.#o.batchSize, cursor]);
+      const { rows } = await client.query<{ id: string; key: string; kind: string | null; age_ms: number }>(this.#select, [this.#o.namespace, this.#o.batchSize, cursor]);
       if (rows.length === 0) {
         await client.query('COMMIT');
         return 0;
       }
-      const keys = [...new Set(rows.map((r) => r.key))];
-      const ids = await publisher.publish({ keys });
+      const inv = toInvalidation(rows);
+      const keys = inv.keys;
+      // Split by the size the entry will have once encoded: a reader never gets one it refuses.
+      const budget = (this.#o.maxEntryBytes ?? 65_536) - 256 - this.#origin.length;
+      const { parts, oversized } = splitByEncodedSize(inv, budget);
+      const ids: string[] = [];
+      for (const part of parts) ids.push(...await publisher.publish(part)); // one tick each: not merged again
+      this.stats.oversized += oversized;
       await this.#o.afterPublish?.(keys);
       await client.query(this.#delete, [rows.map((r) => r.id)]);
       await client.query('COMMIT');
@@ -184,10 +197,10 @@ export class OutboxRelay implements SidecarService {
       return rows.length;
     } catch (err) {
       broken = err as Error;
-      await client.query('ROLLBACK').catch(() => undefined);
+      if (out.error === undefined) await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {
-      client.release(broken);
+      out.release(broken);
     }
   }
 
@@ -242,9 +255,28 @@ export class OutboxRelay implements SidecarService {
         if (!released) c.release(true);
         released = true;
       });
-      await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      try {
+        await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      } catch (err) {
+        if (!released) c.release(true); // never leak the connection; retried on the next round
+        released = true;
+        throw err;
+      }
       if (this.#stopping) c.release();
       else this.#listener = c;
     })().catch(() => undefined).finally(() => { this.#listening = undefined; });
   }
+}
+
+/** The rows of one batch as one invalidation (a key repeated in the batch is published once). */
+function toInvalidation(rows: readonly { key: string; kind: string | null }[]): RelayedInvalidation {
+  const keys = new Set<string>();
+  const tags = new Set<string>();
+  let clear = false;
+  for (const r of rows) {
+    if (r.kind === 'g') tags.add(r.key);
+    else if (r.kind === 'c') clear = true;
+    else keys.add(r.key);
+  }
+  return { keys: [...keys], tags: [...tags], clear };
 }

@@ -1,20 +1,34 @@
+import pg from 'pg';
 import type { Entity } from '../entities.js';
 import { InvalidValueError, UnknownEntityError } from '../errors.js';
 
-/** A pending row as stored in the overlay: its version and the row's JSON (without the version). */
+/** A pending row as stored in the overlay: its version, its definition and the row's JSON (without the version). */
 export interface PendingRow {
   readonly id: string;
   /** Decimal string (a bigint may pass 2^53 one day; it is never parsed into a float here). */
   readonly version: string;
-  /** JSON object of the key and the columns, in the entity's column order. */
+  /** Hash of the entity definition the row was written with ('' or absent: rows stored before definitions were versioned). */
+  readonly def?: string;
+  /** JSON object of the key and the columns, in the column order of its definition. */
   readonly json: string;
 }
 
-/** Parses an overlay value `<version>:<json>`. */
+/**
+ * Parses an overlay value `<version>:<definition hash>:<json>` (or the older `<version>:<json>`).
+ * Throws InvalidValueError for anything else.
+ */
 export function parsePending(id: string, stored: string): PendingRow {
   const i = stored.indexOf(':');
   if (i <= 0) throw new InvalidValueError(`malformed overlay entry for id ${JSON.stringify(id)}`);
-  return { id, version: stored.slice(0, i), json: stored.slice(i + 1) };
+  if (stored.charCodeAt(i + 1) === 0x7b /* { */) return { id, version: stored.slice(0, i), def: '', json: stored.slice(i + 1) };
+  const j = stored.indexOf(':', i + 1);
+  if (j < 0) throw new InvalidValueError(`malformed overlay entry for id ${JSON.stringify(id)}`);
+  return { id, version: stored.slice(0, i), def: stored.slice(i + 1, j), json: stored.slice(j + 1) };
+}
+
+/** The overlay value of a row. */
+export function formatPending(version: string, def: string, json: string): string {
+  return def === '' ? `${version}:${json}` : `${version}:${def}:${json}`;
 }
 
 /** The row object of a pending row, with its version column set. */
@@ -24,16 +38,60 @@ export function pendingToRow(e: Entity, p: PendingRow): Record<string, unknown> 
   return row;
 }
 
-/** The JSON object Postgres receives (json_populate_recordset): the row with its version first. */
-export function pendingToJson(e: Entity, p: PendingRow): string {
-  const rest = p.json.length > 2 ? `,${p.json.slice(1)}` : '}';
-  return `{"${e.version!}":${p.version}${rest}`;
+const prepareValue = (pg as unknown as { utils: { prepareValue(v: unknown): unknown } }).utils.prepareValue;
+
+/**
+ * The text `pg` sends for a value (what a write-through query binds), or null. Applied by the
+ * flusher to the JSON-parsed overlay values; `encodeRow` has already turned every value JSON
+ * cannot hold into its text, so this is exactly the text write-through sends.
+ */
+export function pgText(v: unknown): string | null {
+  const p = prepareValue(v);
+  if (p === null || p === undefined) return null;
+  return Buffer.isBuffer(p) ? `\\x${p.toString('hex')}` : String(p);
+}
+
+/**
+ * One value as the overlay keeps it: JSON-native values as they are; every value JSON cannot
+ * hold exactly is replaced by the text `pg` would send for it (so the flush stores what a
+ * write-through stores): NaN/±Infinity → 'NaN'/'Infinity'/'-Infinity', bigint → decimal,
+ * Buffer / typed array → bytea hex `\x…`, Date → pg's timestamp text, `toPostgres()` objects → their
+ * text. Arrays are walked (pg turns them into array literals element by element). Functions and
+ * symbols are refused.
+ */
+function normalise(e: Entity, column: string, v: unknown): unknown {
+  switch (typeof v) {
+    case 'undefined': return null;
+    case 'string': case 'boolean': return v;
+    case 'number': return Number.isFinite(v) ? v : String(v);
+    case 'bigint': return v.toString();
+    case 'object': {
+      if (v === null) return null;
+      if (ArrayBuffer.isView(v)) return pgText(v);
+      if (v instanceof Date) {
+        if (Number.isNaN(v.getTime())) throw new InvalidValueError(`${e.name}.${column}: an invalid Date cannot be written`);
+        return pgText(v);
+      }
+      if (Array.isArray(v)) return v.map((x) => normalise(e, column, x));
+      if (typeof (v as { toPostgres?: unknown }).toPostgres === 'function') {
+        try {
+          return pgText(v);
+        } catch (err) {
+          throw new InvalidValueError(`${e.name}.${column}: toPostgres() failed (${(err as Error).message})`, { cause: err });
+        }
+      }
+      return v; // a plain object: JSON text, exactly as pg sends it (JSON.stringify)
+    }
+    default:
+      throw new InvalidValueError(`${e.name}.${column}: a ${typeof v} cannot be written to Postgres`);
+  }
 }
 
 /**
  * Serializes a row for the overlay: the key and every registered column, in order (a column left
- * out becomes null: a write-behind write replaces the whole row). Unknown columns are refused;
- * a version given by the caller is ignored (cachebus assigns it).
+ * out becomes null: a write-behind write replaces the whole row). Unknown columns and values that
+ * cannot be stored exactly as write-through stores them are refused (nothing is written); a
+ * version given by the caller is ignored (cachebus assigns it).
  */
 export function encodeRow(e: Entity, row: Record<string, unknown>): { id: string; json: string } {
   if (row === null || typeof row !== 'object') throw new InvalidValueError(`${e.name}: a row must be an object`);
@@ -41,13 +99,15 @@ export function encodeRow(e: Entity, row: Record<string, unknown>): { id: string
   if (keyValue === undefined || keyValue === null || (typeof keyValue !== 'string' && typeof keyValue !== 'number')) {
     throw new InvalidValueError(`${e.name}: the row has no ${e.key} (a string or a number)`);
   }
+  if (typeof keyValue === 'number' && !Number.isFinite(keyValue)) throw new InvalidValueError(`${e.name}: ${e.key} must be finite`);
+  if (keyValue === '') throw new InvalidValueError(`${e.name}: ${e.key} must not be empty`);
   for (const c of Object.keys(row)) {
     if (c !== e.key && c !== e.version && !e.columns.includes(c)) {
       throw new UnknownEntityError(`unknown column ${JSON.stringify(c)} for entity ${e.name}`);
     }
   }
   const out: Record<string, unknown> = { [e.key]: keyValue };
-  for (const c of e.columns) out[c] = row[c] === undefined ? null : row[c];
+  for (const c of e.columns) out[c] = normalise(e, c, row[c]);
   let json: string;
   try {
     json = JSON.stringify(out);
@@ -62,6 +122,8 @@ export interface DeadLetter {
   readonly entity: string;
   readonly id: string;
   readonly version: string;
+  /** Hash of the definition the row was written with ('' when unknown). */
+  readonly def?: string;
   /** The row JSON as it was pending (without the version). */
   readonly row: string;
   /** Postgres SQLSTATE (e.g. 23514 check_violation), or '' when unknown. */
@@ -81,7 +143,8 @@ export function decodeDeadLetter(raw: string): DeadLetter | undefined {
     const d = JSON.parse(raw) as Partial<DeadLetter>;
     if (typeof d.entity !== 'string' || typeof d.id !== 'string' || typeof d.version !== 'string' || typeof d.row !== 'string') return undefined;
     if (!/^\d+$/.test(d.version)) return undefined;
-    return { entity: d.entity, id: d.id, version: d.version, row: d.row, code: String(d.code ?? ''), reason: String(d.reason ?? ''), at: Number(d.at ?? 0) };
+    const def = typeof d.def === 'string' && /^[0-9a-f]{0,16}$/.test(d.def) ? d.def : '';
+    return { entity: d.entity, id: d.id, version: d.version, def, row: d.row, code: String(d.code ?? ''), reason: String(d.reason ?? ''), at: Number(d.at ?? 0) };
   } catch {
     return undefined;
   }

@@ -44,7 +44,13 @@ export interface FlusherOptions {
   readonly upsertMethod?: UpsertMethod;
   /** Tick jobs processed at once by the BullMQ worker; 0 runs no BullMQ worker (sweeps only). @defaultValue `4` */
   readonly queueConcurrency?: number;
-  /** Approximate MAXLEN of the invalidation stream, for the invalidations of dead letters. @defaultValue `100_000` */
+  /**
+   * Most dead letters kept (`<prefix>:{<namespace>}:wb:dead`); past it the oldest are dropped and
+   * counted (`stats.deadLettersDropped`, the `wb:dead-dropped` counter in Redis). 0: no bound.
+   * @defaultValue `10_000`
+   */
+  readonly maxDeadLetters?: number;
+  /** Approximate MAXLEN of the invalidation stream, for the invalidations of flushed rows and dead letters. @defaultValue `100_000` */
   readonly streamMaxLen?: number;
 }
 
@@ -59,6 +65,7 @@ export const kFlusherDefaults = {
   upsertMethod: 'json',
   queueConcurrency: 4,
   streamMaxLen: 100_000,
+  maxDeadLetters: 10_000,
 } as const satisfies Partial<FlusherOptions>;
 
 export type ResolvedFlusherOptions = FlusherOptions & Required<Omit<FlusherOptions, 'entities' | 'pg'>>;
@@ -81,6 +88,7 @@ export function resolveFlusherOptions(user: FlusherOptions): ResolvedFlusherOpti
   int('retryMaxMs', 1);
   int('queueConcurrency', 0, 1000);
   int('streamMaxLen', 0);
+  int('maxDeadLetters', 0);
   if (o.retryMaxMs < o.retryBaseMs) throw new InvalidOptionError('options.retryMaxMs must be at least options.retryBaseMs');
   if (!UPSERT_METHODS.includes(o.upsertMethod)) {
     throw new InvalidOptionError(`options.upsertMethod must be one of ${UPSERT_METHODS.join(', ')} (got ${String(o.upsertMethod)})`);

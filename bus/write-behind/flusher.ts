@@ -12,7 +12,8 @@ import { Publisher } from '../publisher.js';
 import { warnIfNotDurable } from './durability.js';
 import { EntityFlusher, type DeadInfo, type FlushInfo, type RetryInfo } from './entity-flusher.js';
 import { resolveFlusherOptions, type FlusherOptions, type ResolvedFlusherOptions } from './flusher-options.js';
-import { readDefinitions } from './registry.js';
+import type { MissingParent } from './pg-errors.js';
+import { readDefinition, readDefinitions } from './registry.js';
 import type { TickData } from './ticks.js';
 
 export interface FlusherEvents {
@@ -33,6 +34,10 @@ export interface FlusherStats {
   /** Rows Postgres already had in this or a newer version (replays, coalesced races). */
   rowsStale: number;
   deadLetters: number;
+  /** Dead letters dropped from the list by its bound (`maxDeadLetters`), oldest first. */
+  deadLettersDropped: number;
+  /** Rows kept pending because the row their foreign key needs was itself pending. */
+  rowsDeferred: number;
   retries: number;
   redisErrors: number;
 }
@@ -43,7 +48,9 @@ export interface FlusherStats {
  * at once: claims are leased, upserts are version-guarded, acks compare-and-delete.
  */
 export class Flusher extends EventEmitter<FlusherEvents> {
-  readonly stats: FlusherStats = { batches: 0, rowsFlushed: 0, rowsStale: 0, deadLetters: 0, retries: 0, redisErrors: 0 };
+  readonly stats: FlusherStats = {
+    batches: 0, rowsFlushed: 0, rowsStale: 0, deadLetters: 0, deadLettersDropped: 0, rowsDeferred: 0, retries: 0, redisErrors: 0,
+  };
   readonly keys: BusKeys;
   readonly #o: ResolvedFlusherOptions;
   readonly #client: RedisClient;
@@ -51,6 +58,9 @@ export class Flusher extends EventEmitter<FlusherEvents> {
   readonly #pg: PgHandle;
   readonly #shared: ReturnType<typeof writeBehindShared>;
   readonly #entities = new Map<string, EntityFlusher>();
+  /** Entity name → names of the entities its table has a foreign key to (read from the catalogue). */
+  #parents = new Map<string, Set<string>>();
+  #parentsOf = '';
   readonly #publisher: Publisher;
   #worker: Worker<TickData> | undefined;
   /** The BullMQ worker's connection: passed in, so BullMQ leaves it open; closed here. */
@@ -102,10 +112,57 @@ export class Flusher extends EventEmitter<FlusherEvents> {
     await ef.drain();
   }
 
-  /** Drains every entity now. */
+  /** Drains every entity now, parents (tables a foreign key points to) before their children. */
   async drainAll(): Promise<void> {
     if (this.#o.entities === undefined) await this.#discover().catch((err: unknown) => this.#redisError(err));
-    await Promise.all([...this.#entities.values()].map((e) => e.drain()));
+    await this.#readForeignKeys().catch((err: unknown) => this.#error(err));
+    const started = new Map<string, Promise<void>>();
+    const run = (name: string, path: Set<string>): Promise<void> => {
+      let p = started.get(name);
+      if (p !== undefined) return p;
+      const ef = this.#entities.get(name)!;
+      const parents = [...(this.#parents.get(name) ?? [])].filter((x) => !path.has(x) && this.#entities.has(x));
+      const inner = new Set(path).add(name);
+      p = Promise.all(parents.map((x) => run(x, inner))).then(() => ef.drain());
+      started.set(name, p);
+      return p;
+    };
+    await Promise.all([...this.#entities.keys()].map((n) => run(n, new Set())));
+  }
+
+  /** Foreign keys between the entities' tables (read again when the set of entities changes). */
+  async #readForeignKeys(): Promise<void> {
+    const ents = [...this.#entities.values()].map((e) => e.entity);
+    const sig = ents.map((e) => `${e.name}=${e.table}`).join(',');
+    if (sig === this.#parentsOf || ents.length < 1) return;
+    const res = await this.#pg.pool.query<{ child: string; parent: string }>(
+      `WITH t AS (SELECT n, to_regclass(t) AS oid FROM unnest($1::text[], $2::text[]) AS x(n, t))
+       SELECT c.n AS child, p.n AS parent FROM pg_constraint k JOIN t c ON c.oid = k.conrelid JOIN t p ON p.oid = k.confrelid
+       WHERE k.contype = 'f'`,
+      [ents.map((e) => e.name), ents.map((e) => e.sql.table)],
+    );
+    const parents = new Map<string, Set<string>>();
+    for (const r of res.rows) {
+      if (r.child === r.parent) continue;
+      let set = parents.get(r.child);
+      if (set === undefined) parents.set(r.child, (set = new Set()));
+      set.add(r.parent);
+    }
+    this.#parents = parents;
+    this.#parentsOf = sig;
+  }
+
+  /** Entities whose table is `table` (as Postgres names it in a message: unqualified). */
+  #byTable(table: string): EntityFlusher[] {
+    return [...this.#entities.values()].filter((e) => e.entity.table === table || e.entity.table.endsWith(`.${table}`));
+  }
+
+  async #parentPending(p: MissingParent): Promise<boolean> {
+    // The detail names the child's column; a single-column foreign key points at the parent's key.
+    for (const ef of this.#byTable(p.table)) {
+      if (await this.#client.hexists(writeBehindKeys(this.keys, ef.entity.name).overlay, p.values[0]!) === 1) return true;
+    }
+    return false;
   }
 
   /** ok is false while an entity is in backoff (Postgres failing). */
@@ -173,13 +230,24 @@ export class Flusher extends EventEmitter<FlusherEvents> {
     const o = this.#o;
     const ef = new EntityFlusher(entity, {
       client: this.#client, pool: this.#pg.pool, keys: writeBehindKeys(this.keys, entity.name), deadKey: this.#shared.dead,
+      deadDroppedKey: this.#shared.deadDropped, maxDeadLetters: o.maxDeadLetters,
+      definition: (hash) => readDefinition(this.#client, this.#shared.defs, entity.name, hash),
+      parentPending: (p) => this.#parentPending(p),
+      onDeferred: (table) => { for (const x of this.#byTable(table)) if (x !== ef) void x.drain(); },
       batchSize: o.batchSize, concurrency: o.concurrency, leaseMs: o.leaseMs,
       retryBaseMs: o.retryBaseMs, retryMaxMs: o.retryMaxMs, method: o.upsertMethod,
       closed: () => this.#closed,
       onFlushed: (info) => {
         this.stats.batches++;
-        this.stats.rowsFlushed += info.rows - info.dead;
-        this.stats.rowsStale += info.rows - info.dead - info.applied;
+        this.stats.rowsFlushed += info.ids.length;
+        this.stats.rowsStale += info.ids.length - info.applied;
+        this.stats.rowsDeferred += info.deferred;
+        this.stats.deadLettersDropped += info.deadDropped;
+        // Every cache drops its copy of what was written (one entry per batch): a worker that read
+        // Postgres during the pending window (before it knew the entity) does not keep the old row.
+        if (info.ids.length > 0) {
+          this.#publisher.publish({ keys: info.ids.map((id) => entity.cacheKey(id)) }).catch((err: unknown) => this.#error(err));
+        }
         this.emit('flushed', info);
       },
       onDead: (info) => {

@@ -5,7 +5,9 @@ export const claimScript = new Script('claim', 4, String.raw`--[[
   claim: first gives back the rows of claims whose lease ran out (a flusher died or stalled:
   they become due again), then takes up to N due rows: they leave the dirty set (one
   ZREMRANGEBYRANK, they are its lowest ranks) and are recorded under a new claim id until
-  the flusher acknowledges them. A row written again meanwhile is simply dirty again; flushing
+  the flusher acknowledges them. Claim ids are unique by construction: the lease end plus a
+  counter (field '#seq' of the claim ids hash), never derived from the rows. A row written
+  again meanwhile is simply dirty again; flushing
   two versions at once is harmless under the version guard. A dirty id with no overlay row is
   dropped.
 
@@ -13,7 +15,7 @@ export const claimScript = new Script('claim', 4, String.raw`--[[
     KEYS[1] dirty      zset  id -> ms when the row may be flushed
     KEYS[2] overlay    hash  id -> "<version>:<row json>"
     KEYS[3] claims     zset  claim id -> lease end, ms
-    KEYS[4] claim ids  hash  claim id -> JSON array of its ids
+    KEYS[4] claim ids  hash  claim id -> JSON array of its ids; field '#seq': last claim number
     ARGV[1] most rows
     ARGV[2] lease, ms
   Output:
@@ -35,7 +37,7 @@ local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, to
 if #ids == 0 then return { '' } end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #ids - 1)
 local lease = now + tonumber(ARGV[2])
-local claim = lease .. ':' .. ids[1]
+local claim = lease .. ':' .. redis.call('HINCRBY', KEYS[4], '#seq', 1)
 local out = { claim }
 local claimed = {}
 for i = 1, #ids, 1000 do

@@ -14,6 +14,7 @@ export const retryScript = new Script('retry', 3, String.raw`--[[
     ARGV[2] id
     ARGV[3] version
     ARGV[4] row json
+    ARGV[5] definition hash ('' when unknown)
   Output:
     1 requeued, 0 superseded by a newer pending write, -1 record not found (already handled)
 ]]
@@ -24,7 +25,9 @@ if row then
   local v = string.match(row, '^(%d+):')
   if v and (#v > #ARGV[3] or (#v == #ARGV[3] and v >= ARGV[3])) then return 0 end
 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. ARGV[4])
+local def = ''
+if ARGV[5] ~= '' then def = ARGV[5] .. ':' end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. def .. ARGV[4])
 redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2])
 return 1
 `);

@@ -7,9 +7,8 @@ import { defineEntity, type Entity, type EntityDefinition } from '../entities.js
  * configuration knows which tables to flush. Definitions are validated (identifiers only,
  * quoted) before any SQL is built from them.
  */
-export async function publishDefinition(client: RedisClient, key: string, def: EntityDefinition): Promise<void> {
-  const { name, table, key: k, version, columns } = def;
-  await client.hset(key, name, JSON.stringify({ name, table, key: k, version, columns }));
+export async function publishDefinition(client: RedisClient, keys: { entities: string; defs: string }, e: Entity): Promise<void> {
+  await client.multi().hset(keys.entities, e.name, e.json).hset(keys.defs, `${e.name}:${e.hash}`, e.json).exec();
 }
 
 /** Definitions found in Redis; invalid ones are reported to `onInvalid` and skipped. */
@@ -30,4 +29,15 @@ export async function readDefinitions(
     }
   }
   return out;
+}
+
+/** The definition a row was written with (`<entity>:<hash>` in the defs hash), or undefined. */
+export async function readDefinition(client: RedisClient, defsKey: string, name: string, hash: string): Promise<Entity | undefined> {
+  const json = await client.hget(defsKey, `${name}:${hash}`);
+  if (json === null) return undefined;
+  const def = JSON.parse(json) as EntityDefinition;
+  if (def.name !== name || !Array.isArray(def.columns) || typeof def.version !== 'string') throw new Error(`not a write-behind entity definition: ${name}:${hash}`);
+  const e = defineEntity(def);
+  if (e.hash !== hash) throw new Error(`definition ${name}:${hash} does not match its hash`);
+  return e;
 }

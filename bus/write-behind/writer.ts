@@ -1,7 +1,7 @@
 import type { RedisClient } from '../connection.js';
 import type { Entity } from '../entities.js';
 import { BackpressureError, InvalidOptionError } from '../errors.js';
-import { writeBehindKeys, type BusKeys, type WriteBehindKeys } from '../keys.js';
+import { writeBehindKeys, writeBehindShared, type BusKeys, type WriteBehindKeys } from '../keys.js';
 import { encodeRow, parsePending, type PendingRow } from './codec.js';
 import { writeScript } from './lua-write.js';
 import type { TickQueue } from './ticks.js';
@@ -58,30 +58,43 @@ export interface WriterStats {
 
 /**
  * The bus side of write-behind for one entity: rows written in the same tick go to Redis in
- * one atomic script call (version, overlay, dirty mark), then a tick job is added if the flush
- * slot has none yet. Knows nothing of caches.
+ * one atomic script call (version, overlay, dirty mark, definition, the invalidation entry),
+ * then a tick job is added if the flush slot has none yet. Knows nothing of caches.
  */
 export class WriteBehindWriter {
   readonly entity: Entity;
   readonly keys: WriteBehindKeys;
   readonly stats: WriterStats = { writes: 0, scripts: 0, refused: 0, tickErrors: 0 };
   readonly #client: RedisClient;
+  readonly #shared: ReturnType<typeof writeBehindShared>;
   readonly #o: Required<WriterOptions>;
   readonly #ticks: TickQueue;
   readonly #onError: (err: unknown) => void;
+  readonly #stream: string;
+  readonly #appendArgs: (keys: string[]) => string[];
   #queue: Queued[] = [];
   readonly #inFlight = new Set<Promise<void>>();
 
-  constructor(client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined, onError: (err: unknown) => void) {
+  /**
+   * `appendArgs` encodes the invalidation of the written rows' cache keys for the write script
+   * (`Bus.appendArgsFor`): the script appends it to the stream itself, atomically with the rows.
+   */
+  constructor(
+    client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined,
+    onError: (err: unknown) => void, appendArgs: (keys: string[]) => string[],
+  ) {
     if (entity.version === undefined) {
       throw new InvalidOptionError(`entity ${entity.name}: write-behind needs a version column (definition.version)`);
     }
     this.#client = client;
     this.entity = entity;
     this.keys = writeBehindKeys(bus, entity.name);
+    this.#shared = writeBehindShared(bus);
     this.#o = resolveWriterOptions(options);
     this.#ticks = ticks;
     this.#onError = onError;
+    this.#stream = bus.stream;
+    this.#appendArgs = appendArgs;
   }
 
   get options(): Readonly<Required<WriterOptions>> { return this.#o; }
@@ -91,11 +104,13 @@ export class WriteBehindWriter {
    * BackpressureError (nothing written) or the Redis error (nothing written: the script is atomic).
    * Throws InvalidValueError / UnknownEntityError synchronously for a bad row.
    */
-  write(row: Record<string, unknown>): Promise<PendingRow> {
+  write(row: Record<string, unknown>, check?: (id: string) => void): Promise<PendingRow> {
     const { id, json } = encodeRow(this.entity, row);
+    check?.(id); // everything is validated before the first effect
+    const def = this.entity.hash;
     return new Promise((resolve, reject) => {
       if (this.#queue.length === 0) queueMicrotask(() => this.#send());
-      this.#queue.push({ id, json, resolve: (version) => resolve({ id, version, json }), reject });
+      this.#queue.push({ id, json, resolve: (version) => resolve({ id, version, def, json }), reject });
     });
   }
 
@@ -125,13 +140,16 @@ export class WriteBehindWriter {
   }
 
   async #run(batch: Queued[]): Promise<void> {
-    const args: (string | number)[] = [this.#o.flushDelayMs, this.#o.maxPending];
+    const e = this.entity;
+    const args: (string | number)[] = [this.#o.flushDelayMs, this.#o.maxPending, e.name, e.hash, e.json, batch.length];
     for (const q of batch) args.push(q.id, q.json);
     const k = this.keys;
     let out: number[];
     try {
+      args.push(...this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]));
       this.stats.scripts++;
-      out = await writeScript.run<number[]>(this.#client, [k.overlay, k.dirty, k.version, k.tick], args);
+      out = await writeScript.run<number[]>(
+        this.#client, [k.overlay, k.dirty, k.version, k.tick, this.#shared.entities, this.#shared.defs, this.#stream], args);
     } catch (err) {
       for (const q of batch) q.reject(err);
       return;

@@ -80,6 +80,23 @@ export interface PromResult {
   readonly value: [number, string];
 }
 
+export interface PromAlert {
+  readonly labels: Record<string, string>;
+  readonly annotations: Record<string, string>;
+  readonly state: 'pending' | 'firing' | 'inactive';
+  readonly activeAt?: string;
+  readonly value: string;
+}
+
+export interface PromRule {
+  readonly name: string;
+  readonly query: string;
+  readonly health: string;
+  readonly lastError?: string;
+  readonly lastEvaluation: string;
+  readonly state?: string;
+}
+
 /**
  * A Prometheus server owned by one test: a free loopback port, a temporary storage dir, a
  * generated config scraping loopback targets every second. Stopped by PID.
@@ -97,8 +114,11 @@ export class TestPrometheus {
     proc.stderr?.on('data', (d: Buffer) => { this.#log = (this.#log + d.toString()).slice(-4000); });
   }
 
-  /** `targets`: job name → `127.0.0.1:port` addresses. */
-  static async start(targets: Record<string, string[]>, scrapeIntervalSeconds = 1): Promise<TestPrometheus> {
+  /**
+   * `targets`: job name → `127.0.0.1:port` addresses. `ruleFiles`: rule files to load (absolute
+   * paths), evaluated every `scrapeIntervalSeconds`.
+   */
+  static async start(targets: Record<string, string[]>, scrapeIntervalSeconds = 1, ruleFiles: readonly string[] = []): Promise<TestPrometheus> {
     for (const list of Object.values(targets)) {
       for (const t of list) if (!/^127\.\d+\.\d+\.\d+:\d+$/.test(t)) throw new Error(`target ${t} is not on loopback`);
     }
@@ -107,7 +127,8 @@ export class TestPrometheus {
     const jobs = Object.entries(targets).map(([job, list]) =>
       `  - job_name: ${JSON.stringify(job)}\n    static_configs:\n      - targets: ${JSON.stringify(list)}\n`).join('');
     writeFileSync(join(dir, 'prometheus.yml'),
-      `global:\n  scrape_interval: ${scrapeIntervalSeconds}s\n  scrape_timeout: ${scrapeIntervalSeconds}s\n  evaluation_interval: ${scrapeIntervalSeconds}s\nscrape_configs:\n${jobs}`);
+      `global:\n  scrape_interval: ${scrapeIntervalSeconds}s\n  scrape_timeout: ${scrapeIntervalSeconds}s\n  evaluation_interval: ${scrapeIntervalSeconds}s\n`
+      + `rule_files: ${JSON.stringify(ruleFiles)}\nscrape_configs:\n${jobs}`);
     const proc = spawn(PROMETHEUS_BIN, [
       `--config.file=${join(dir, 'prometheus.yml')}`,
       `--storage.tsdb.path=${join(dir, 'data')}`,
@@ -145,6 +166,22 @@ export class TestPrometheus {
     const body = (await res.json()) as { status: string; data: string[]; error?: string };
     if (body.status !== 'success') throw new Error(`label values ${label} ${match}: ${body.error}`);
     return body.data;
+  }
+
+  /** Alerts pending or firing now (`/api/v1/alerts`). */
+  async alerts(): Promise<PromAlert[]> {
+    const res = await fetch(`${this.url}/api/v1/alerts`);
+    const body = (await res.json()) as { status: string; error?: string; data?: { alerts: PromAlert[] } };
+    if (body.status !== 'success') throw new Error(`alerts: ${body.error}`);
+    return body.data!.alerts;
+  }
+
+  /** Alerting rules as loaded, with their health and last evaluation (`/api/v1/rules?type=alert`). */
+  async alertRules(): Promise<PromRule[]> {
+    const res = await fetch(`${this.url}/api/v1/rules?type=alert`);
+    const body = (await res.json()) as { status: string; error?: string; data?: { groups: { rules: PromRule[] }[] } };
+    if (body.status !== 'success') throw new Error(`rules: ${body.error}`);
+    return body.data!.groups.flatMap((g) => g.rules);
   }
 
   /** SIGTERM, SIGKILL if it lingers (by PID), then removes the storage dir. */

@@ -11,9 +11,12 @@ export class ChaosProxy {
   #held = false;
   #backlog: [Socket, Buffer][] = [];
   port = 0;
+  /** Connections accepted so far (a client that reconnects shows up here). */
+  accepted = 0;
 
   private constructor(targetPort: number) {
     this.#server = createServer((client) => {
+      this.accepted++;
       const upstream = connect(targetPort, '127.0.0.1');
       const pair: [Socket, Socket] = [client, upstream];
       this.#pairs.add(pair);

@@ -1,0 +1,74 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+/**
+ * A loopback TCP forwarder (between one worker and Redis, or between the app and Postgres). `stall(ms)` stops forwarding in both
+ * directions for a while (a silent network stall: no RST, no FIN, the bytes are kept and
+ * delivered afterwards), as a congested or partitioned link does.
+ */
+export class StallProxy {
+  readonly #server: Server;
+  readonly #pairs = new Set<[Socket, Socket]>();
+  #stalled = false;
+  #held: [Socket, Buffer][] = [];
+  port = 0;
+
+  #refusing = false;
+
+  private constructor(targetPort: number) {
+    this.#server = createServer((client) => {
+      if (this.#refusing) { client.destroy(); return; }
+      const upstream = connect(targetPort, '127.0.0.1');
+      const pair: [Socket, Socket] = [client, upstream];
+      this.#pairs.add(pair);
+      const pipe = (from: Socket, to: Socket): void => {
+        from.on('data', (chunk: Buffer) => {
+          if (this.#stalled) this.#held.push([to, chunk]);
+          else to.write(chunk);
+        });
+      };
+      pipe(client, upstream);
+      pipe(upstream, client);
+      const done = (): void => {
+        client.destroy();
+        upstream.destroy();
+        this.#pairs.delete(pair);
+      };
+      for (const s of pair) {
+        s.on('error', done);
+        s.on('close', done);
+      }
+    });
+  }
+
+  static async start(targetPort: number): Promise<StallProxy> {
+    const p = new StallProxy(targetPort);
+    await new Promise<void>((resolve) => p.#server.listen(0, '127.0.0.1', resolve));
+    p.port = (p.#server.address() as { port: number }).port;
+    return p;
+  }
+
+  get stalled(): boolean { return this.#stalled; }
+
+  /** Holds every byte for `ms`, then delivers them in order and forwards again. */
+  async stall(ms: number): Promise<void> {
+    this.#stalled = true;
+    await new Promise((r) => setTimeout(r, ms));
+    this.#stalled = false;
+    for (const [to, chunk] of this.#held.splice(0)) if (!to.destroyed) to.write(chunk);
+  }
+
+  /** Closes every new connection at once for `ms` (a server refusing logins); open ones stay. */
+  async refuse(ms: number): Promise<void> {
+    this.#refusing = true;
+    await new Promise((r) => setTimeout(r, ms));
+    this.#refusing = false;
+  }
+
+  get refusing(): boolean { return this.#refusing; }
+
+  async close(): Promise<void> {
+    for (const [a, b] of this.#pairs) { a.destroy(); b.destroy(); }
+    this.#pairs.clear();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,21 @@
+/** The piscina task module of each torture worker: every thread has its own cache on the same bus. */
+import { workerData } from 'node:worker_threads';
+import pg from 'pg';
+import { onThreadClose, threadCache } from '../../worker-runtime/index.js';
+import type { ReadAnswer, TortureWorkerConfig } from './layout.js';
+import { paths, type Paths, type Value } from './reads.js';
+
+const cfg = workerData as TortureWorkerConfig & { redisUrl: string };
+const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 2 });
+pool.on('error', () => undefined);
+const ready: Promise<Paths> = threadCache<Value>({
+  redis: cfg.redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
+}).then((cache) => {
+  cache.on('error', () => undefined);
+  return paths(cache, pool, cfg);
+});
+onThreadClose(async () => { await (await ready).wb.close(); await pool.end(); });
+
+export default async function read(id: number): Promise<ReadAnswer> {
+  return (await ready).read(id);
+}

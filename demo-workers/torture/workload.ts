@@ -1,0 +1,92 @@
+import { Agent, request } from 'node:http';
+import type pg from 'pg';
+import { now, type History } from './history.js';
+import { outsideIds, ROWS, type ReadAnswer, type WriteAnswer } from './layout.js';
+
+/** The HTTP port and pid of each worker slot (undefined while one restarts). */
+export type Slots = () => readonly ({ port: number; pid: number } | undefined)[];
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** One request to a worker; rejects on a non-200 answer or after `timeoutMs`. */
+export function call<T>(port: number, method: string, path: string, timeoutMs = 15_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, agent, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => {
+        if (res.statusCode !== 200) reject(new Error(`${method} ${path}: ${res.statusCode} ${body}`));
+        else {
+          try { resolve(JSON.parse(body) as T); } catch (err) { reject(err as Error); }
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export interface WorkloadOptions {
+  readonly slots: Slots;
+  readonly history: History;
+  /** Pool of the outside writer (plain SQL, as psql would; the triggers fill the outbox). */
+  readonly outside: pg.Pool;
+  readonly table: string;
+  readonly loops: number;
+  /** Pause between two operations of one loop, ms (keeps the CPU use moderate). */
+  readonly pauseMs: number;
+  readonly signal: AbortSignal;
+  /** A deliberately broken workload: 'regress' makes outside writes move versions backwards. */
+  readonly mutation: string;
+}
+
+/**
+ * `loops` concurrent clients, each: pick a worker and a row at random, then read (70 %), write
+ * through the row's path in the worker (25 %), or write from outside the app (5 %). Every
+ * answer is recorded in the history with the time the request was sent and answered.
+ */
+export async function runWorkload(o: WorkloadOptions): Promise<void> {
+  const outside = outsideIds();
+  const step = `UPDATE ${o.table} SET version = version + 1, price = price + 1 WHERE id = $1 RETURNING version`;
+  const regress = `UPDATE ${o.table} SET version = version - 1 WHERE id = $1 RETURNING version`;
+  const loop = async (): Promise<void> => {
+    while (!o.signal.aborted) {
+      const u = Math.random();
+      if (u < 0.05) {
+        const id = outside[Math.floor(Math.random() * outside.length)]!;
+        const start = now();
+        try {
+          const r = await o.outside.query<{ version: string }>(o.mutation === 'regress' && Math.random() < 0.2 ? regress : step, [id]);
+          o.history.write({ worker: -1, id, v: Number(r.rows[0]!.version), how: 'outside', start, end: now(), acked: true });
+        } catch {
+          o.history.failed++;
+        }
+      } else {
+        const slots = o.slots();
+        const slot = Math.floor(Math.random() * slots.length);
+        const s = slots[slot];
+        const id = 1 + Math.floor(Math.random() * ROWS);
+        if (s !== undefined) {
+          const start = now();
+          try {
+            if (u < 0.30) {
+              const w = await call<WriteAnswer>(s.port, 'POST', `/w/${id}`);
+              o.history.write({ worker: slot, id, v: w.v, how: w.how, start, end: now(), acked: w.pub === 1 });
+            } else {
+              const cache = u < 0.50 ? 1 : 0; // a fifth of the reads through the worker's piscina thread
+              const r = await call<ReadAnswer>(s.port, 'GET', `/${cache ? 't' : 'r'}/${id}`);
+              o.history.read({ worker: slot, pid: s.pid, cache, id, v: r.v, hit: r.h === 1, start, end: now() });
+            }
+          } catch {
+            o.history.failed++;
+          }
+        }
+      }
+      await new Promise((r) => setTimeout(r, o.pauseMs));
+    }
+  };
+  await Promise.all(Array.from({ length: o.loops }, loop));
+}
