@@ -12,7 +12,7 @@ import { createStore } from './policies/index.js';
 import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
 import { DependencyGraph } from './dependencies.js';
-import { entityOf, type EntityHandle, type Row } from './entity.js';
+import { entityOf, type EntityHandle, type Row, type RowShape } from './entity.js';
 import { cacheOpenHooks } from './open-hooks.js';
 import { poolOf } from './pg-pool.js';
 import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
@@ -22,7 +22,14 @@ import type { EvictReason, LocalStore } from './policies/types.js';
 
 /** A value, or a promise of it: `get` answers a local hit synchronously; `await` works on both. */
 export type Awaitable<T> = T | Promise<T>;
+/**
+ * Loads a missing value. `undefined` means "nothing to cache" (returned, not stored); any other
+ * value, `null` included, is stored: `null` caches "there is no such thing" until the key is
+ * invalidated like any other value.
+ */
 export type Loader<V> = () => Awaitable<V | undefined>;
+/** What a cache can hold: anything but `undefined` (`null` included). */
+export type Cacheable = {} | null;
 
 export interface EntryOptions {
   /** Tags of the entry; `invalidateTags` drops every entry carrying one of them. */
@@ -54,7 +61,7 @@ const kHoldBacklog = 4;
  * A worker's local cache kept coherent by the namespace's invalidation stream.
  * Create it with `createCache`.
  */
-export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
+export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEvents> {
   readonly namespace: string;
   readonly stats: CacheStats = newStats();
   /** What cached keys are derived from; invalidations drop dependents transitively (docs/dependencies.md). */
@@ -95,13 +102,14 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#o = resolveOptions(options);
     this.dependencies.onRuleError = (err) => this.#error(err);
     this.namespace = this.#o.namespace;
-    this.#store = createStore<V>(this.#o.policy, {
+    // The policies hold any value but undefined (null included); their `V extends {}` is lru-cache's.
+    this.#store = createStore<V & {}>(this.#o.policy, {
       maxEntries: this.#o.maxEntries,
       maxBytes: this.#o.maxBytes,
       sizeOf: this.#o.sizeOf,
       ttl: this.#o.ttl,
       onEvict: (key, _value, reason) => this.#onEvict(key, reason),
-    });
+    }) as LocalStore<V>;
     const track = (): void => {
       queueMicrotask(() => { this.#emitHits = this.listenerCount('hit') + this.listenerCount('miss') > 0; });
     };
@@ -185,16 +193,19 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   /**
    * Read-through: the local value on a hit (synchronously), else one load per key per process
    * (single-flight). A load overtaken by an invalidation of its key, one of its tags or a clear
-   * is returned to its callers but not stored (I1). `undefined` from the loader is not stored.
+   * is returned to its callers but not stored (I1). `undefined` from the loader is not stored;
+   * `null` is (a cached "not found", dropped by an invalidation like any value).
+   * The result type is the loader's (`T`, within the cache's `V`): the cache trusts that one key
+   * always holds one type, as Map-like caches do; it does not check values at run time.
    */
-  get(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
-    const v = this.#store.get(key);
+  get<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
+    const v = this.#store.get(key) as T | undefined;
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
       return v;
     }
-    return this.#miss(key, loader, options);
+    return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
 
   /** The local value if present and servable; never loads. Counts a hit or a miss. */
@@ -325,7 +336,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
    * Registers a Postgres table (read-through by key, batched loads, write-through) and returns its
    * handle; with a name, returns the handle of a registered entity (docs/entities.md).
    */
-  entity<R extends Row = Row>(definition: EntityDefinition | string): EntityHandle<R> {
+  entity<R extends RowShape = Row>(definition: EntityDefinition | string): EntityHandle<R> {
     const core = this.#internals() as unknown as CacheCore<{}>;
     return entityOf<R>(core, definition, () => poolOf(core, this.#o.pg));
   }
@@ -377,8 +388,8 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   }
 
   /** `get` with the stale-read sampler: the same hit branch, plus one countdown per hit. */
-  #sampledGet(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
-    const v = this.#store.get(key);
+  #sampledGet<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
+    const v = this.#store.get(key) as T | undefined;
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
@@ -386,7 +397,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
       if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
       return v;
     }
-    return this.#miss(key, loader, options);
+    return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
 
   #miss(key: string, loader: Loader<V>, options: EntryOptions | undefined): Promise<V | undefined> {
@@ -609,7 +620,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
 }
 
 /** Creates a cache, connects its bus and captures the stream's end before it serves. */
-export async function createCache<V extends {} = {}>(options: CacheOptions<V>): Promise<Cache<V>> {
+export async function createCache<V extends Cacheable = Cacheable>(options: CacheOptions<V>): Promise<Cache<V>> {
   const cache = new Cache<V>(options);
   return cache.open();
 }

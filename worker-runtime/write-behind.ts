@@ -181,7 +181,7 @@ export function assertWriteThrough(cache: object, entity: string, operation: str
  * and Postgres is written later by the flusher (`cachebus sidecar`, or an embedded `Flusher`).
  * Create it with `writeBehind(cache, definition)`.
  */
-export class WriteBehindEntity<R extends Row = Row> {
+export class WriteBehindEntity<R extends object = Row> {
   readonly entity: Entity;
   readonly #cache: Cache<{}>;
   readonly #writer: WriteBehindWriter;
@@ -216,7 +216,7 @@ export class WriteBehindEntity<R extends Row = Row> {
   async write(row: R): Promise<WriteResult> {
     if (this.#closing !== undefined) throw new ClosedError('write-behind entity');
     // The row and its cache key are validated before the script runs: a rejected write changed nothing.
-    const p = await this.#writer.write(row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
+    const p = await this.#writer.write(row as Row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
     // The script made the row durable AND appended its invalidation (one atomic step, I4): only
     // this process's copy is left to update (its loads of the key in flight are poisoned).
     this.#cache.setLocal(this.entity.cacheKey(p.id), pendingToRow(this.entity, p));
@@ -248,8 +248,8 @@ export class WriteBehindEntity<R extends Row = Row> {
   }
 
   async #load(id: string | number): Promise<R | undefined> {
-    const res = await this.#pg.pool.query<R>(this.#select, [id]);
-    return res.rows[0];
+    const res = await this.#pg.pool.query<Row>(this.#select, [id]);
+    return res.rows[0] as R | undefined;
   }
 
   /** @internal */
@@ -262,8 +262,8 @@ export class WriteBehindEntity<R extends Row = Row> {
  * the overlay-first miss hook (I6), and warns once (CACHEBUS_WB_DURABILITY) when Redis is not
  * configured for durability (noeviction + AOF).
  */
-export async function writeBehind<R extends Row = Row>(
-  cache: Cache<{}>,
+export async function writeBehind<R extends object = Row>(
+  cache: Cache<any>, // any cache, whatever its value type
   definition: EntityDefinition | { readonly entity: Entity },
   options: WriteBehindOptions = {},
 ): Promise<WriteBehindEntity<R>> {
@@ -300,11 +300,11 @@ export function writeBehindOf(cache: object, entity: string): WriteBehindEntity 
  * resolves with it as stored (version set). InvalidOptionError if `writeBehind(cache, handle)`
  * was not called for the entity.
  */
-export async function upsertBehind<R extends Row>(cache: object, entity: string, row: R): Promise<R> {
+export async function upsertBehind<R extends object>(cache: object, entity: string, row: R): Promise<R> {
   const h = writeBehindOf(cache, entity);
   if (h === undefined) {
     throw new InvalidOptionError(`entity ${entity} is not write-behind on this cache: call writeBehind(cache, cache.entity(...)) first`);
   }
-  const { version } = await h.write(row);
+  const { version } = await h.write(row as Row);
   return { ...row, [h.entity.version!]: version };
 }
