@@ -3,11 +3,11 @@ import { errorReporter } from '../bus/report-error.js';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
-import { ClosedError, InvalidValueError, PublishError } from '../bus/errors.js';
+import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '../bus/errors.js';
 import type { GapCause, ReaderHandlers } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
-import { resolveOptions, type CacheOptions, type ResolvedOptions } from './options.js';
+import { durationMs, resolveOptions, type CacheOptions, type Duration, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
 import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
@@ -34,8 +34,10 @@ export type Cacheable = {} | null;
 export interface EntryOptions {
   /** Tags of the entry; `invalidateTags` drops every entry carrying one of them. */
   readonly tags?: readonly string[];
-  /** Time to live of this entry, ms (overrides options.ttl). */
-  readonly ttl?: number;
+  /** Time to live of this entry: ms, or a string such as `'30s'`, `'1h'` (overrides options.ttl). */
+  readonly ttl?: Duration;
+  /** Longest this entry's loader may take (overrides options.timeout); see LoadTimeoutError. */
+  readonly timeout?: Duration;
   /**
    * Keys this value is derived from: invalidating any of them (here or in any worker) drops this
    * entry too, transitively, and discards its load if it is still in flight (docs/dependencies.md).
@@ -92,7 +94,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   #emitHits = false;
   #closed = false;
   #closing: Promise<void> | undefined;
-  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.namespace}`);
+  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.namespace}`, () => this.#o.logger);
   #sampler: StaleSampler<V> | undefined;
   #missHook: ((key: string, loader: Loader<V>) => Loader<V>) | undefined;
 
@@ -222,6 +224,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     this.#checkKey(key);
     if (value === undefined) throw new InvalidValueError(`cannot cache undefined (key ${JSON.stringify(key)})`);
     if (options?.tags) for (const t of options.tags) this.#checkKey(t, 'tag');
+    if (options?.ttl !== undefined) durationMs(options.ttl, 'ttl'); // before any effect
     if (this.#scopes.getStore()?.set?.(key, value, options)) return; // a transaction keeps it until COMMIT
     this.#poison(key);
     this.#put(key, value, options);
@@ -246,6 +249,19 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     for (const k of keys) this.#checkKey(k);
     this.applyInvalidation(keys, EMPTY, 'invalidate');
     await this.#publish({ keys });
+  }
+
+  /**
+   * Whether a local value is present and servable (what a `get` would answer without loading).
+   * Never loads, counts no hit or miss, records no access.
+   */
+  has(key: string): boolean {
+    return this.#isServable() && this.#store.peek(key) !== undefined;
+  }
+
+  /** `invalidate(key)` under the name Map users look for: drops it here and in every worker. */
+  delete(key: string): Promise<void> {
+    return this.invalidate(key);
   }
 
   /** Drops every entry carrying one of the tags, here and in every worker. */
@@ -404,8 +420,12 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     this.stats.misses++;
     if (this.#emitHits) this.emit('miss', key);
     if (this.#closed) return Promise.reject(new ClosedError());
+    let timeout: number | undefined;
     try {
       this.#checkKey(key);
+      if (options?.ttl !== undefined) durationMs(options.ttl, 'ttl');
+      const t = options?.timeout ?? this.#o.timeout;
+      timeout = t === undefined ? undefined : durationMs(t, 'timeout');
     } catch (err) {
       return Promise.reject(err);
     }
@@ -434,7 +454,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     void (async () => {
       let stored = false;
       try {
-        const value = await loader();
+        const value = await (timeout === undefined ? loader() : this.#timed(key, loader, timeout));
         if (!flight.poisoned && this.#isServable() && value !== undefined) {
           this.#put(key, value, options);
           stored = true;
@@ -454,11 +474,24 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     return promise;
   }
 
+  /** The loader's result, or LoadTimeoutError once `ms` have passed (its late result is dropped). */
+  #timed(key: string, loader: Loader<V>, ms: number): Promise<V | undefined> {
+    const load = Promise.resolve(loader()); // a loader that throws at once throws here (no timer left)
+    return new Promise<V | undefined>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.stats.loadTimeouts++;
+        reject(new LoadTimeoutError(key, ms));
+      }, ms);
+      load.then((v) => { clearTimeout(timer); resolve(v); }, (e: unknown) => { clearTimeout(timer); reject(e); });
+    });
+  }
+
   #put(key: string, value: V, options: EntryOptions | undefined): void {
     if (this.#keyTags.size > 0) this.#untag(key);
     let ok: boolean;
     try {
-      ok = this.#store.set(key, value, options?.ttl);
+      const ttl = options?.ttl;
+      ok = this.#store.set(key, value, ttl === undefined || typeof ttl === 'number' ? ttl : durationMs(ttl, 'ttl'));
     } catch (err) {
       throw new InvalidValueError(`cannot measure the value of ${JSON.stringify(key)} (options.sizeOf threw)`, { cause: err });
     }

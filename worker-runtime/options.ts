@@ -6,6 +6,22 @@ import type { PolicyName } from './policies/types.js';
 import { RELAY_MODES, type RelayMode } from './relay-client.js';
 import { validateStaleSampler, type StaleCheck } from './stale-sampler.js';
 
+/**
+ * A length of time: ms as a number, or a string with a unit, as in `'500ms'`, `'30s'`, `'5m'`,
+ * `'1h'`, `'1d'` (also fractions: `'1.5h'`). Strings are converted to whole ms once, up front.
+ */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
+
+/**
+ * Where background errors go when nobody listens to the cache's `error` event: any object with
+ * pino's `error(obj, msg)`/`warn(obj, msg)` shape (pino, bunyan-style loggers, or `console`).
+ * Called as `logger.error({ err, namespace }, message)`.
+ */
+export interface Logger {
+  error(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
 export interface CacheOptions<V = unknown> {
   /**
    * Redis to carry invalidations: a URL (`redis://user:pass@host:6379/0`, `rediss://` for TLS),
@@ -26,8 +42,19 @@ export interface CacheOptions<V = unknown> {
   maxBytes?: number;
   /** Size of an entry in bytes. @defaultValue UTF-8 length of `JSON.stringify(value)` plus the key */
   sizeOf?: (value: V, key: string) => number;
-  /** Default time to live of an entry, ms. @defaultValue none */
-  ttl?: number;
+  /** Default time to live of an entry: ms, or a string such as `'30s'`, `'1h'`. @defaultValue none */
+  ttl?: Duration;
+  /**
+   * Longest a loader may take (ms or `'5s'`): past it `get` rejects with LoadTimeoutError
+   * (E_LOAD_TIMEOUT) for every caller of that load, and its late result is not stored.
+   * Overridden per call by the entry's `timeout`. @defaultValue none (loads may take any time)
+   */
+  timeout?: Duration;
+  /**
+   * Receives background errors (bus reconnects, listener errors…) when no `error` listener is
+   * attached, instead of `console.error`. @defaultValue console, one line per distinct message
+   */
+  logger?: Logger;
   /**
    * Bounded staleness (invariant I3): when the bus reader has not been provably caught up for
    * this long, local entries are not served and loads are not stored.
@@ -93,7 +120,31 @@ export const kCacheDefaults = {
 } as const satisfies Partial<CacheOptions>;
 
 type Defaulted = 'prefix' | 'policy' | 'maxStaleMs' | 'maxKeyBytes' | 'maxEntryBytes' | 'streamMaxLen' | 'readCount' | 'blockMs' | 'redis' | 'relay';
-export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted> & Required<Pick<CacheOptions<V>, Defaulted>>;
+export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted | 'ttl' | 'timeout'> & Required<Pick<CacheOptions<V>, Defaulted>> & {
+  /** In ms. */
+  ttl?: number;
+  /** In ms. */
+  timeout?: number;
+};
+
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
+
+/**
+ * A Duration in whole ms (at least 1), or InvalidOptionError naming `name`. Numbers must be
+ * positive integers; strings a positive number and a unit (ms, s, m, h, d).
+ */
+export function durationMs(v: unknown, name: string): number {
+  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  if (typeof v === 'string') {
+    const m = DURATION.exec(v.trim());
+    if (m !== null) {
+      const ms = Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+      if (ms >= 1 && Number.isSafeInteger(ms)) return ms;
+    }
+  }
+  throw new InvalidOptionError(`${name} must be a positive integer of ms or a duration such as '30s', '5m', '1h' (got ${typeof v === 'string' ? JSON.stringify(v) : String(v)})`);
+}
 
 const POLICIES: readonly PolicyName[] = ['lru', 'lfu', 'fifo', 'ttl'];
 
@@ -114,10 +165,15 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
   const o = { ...kCacheDefaults, ...user } as ResolvedOptions<V>;
   assertNamespace(o.namespace);
+  if (user.ttl !== undefined) o.ttl = durationMs(user.ttl, 'options.ttl');
+  if (user.timeout !== undefined) o.timeout = durationMs(user.timeout, 'options.timeout');
+  if (o.logger !== undefined && (typeof o.logger !== 'object' || o.logger === null || typeof o.logger.error !== 'function' || typeof o.logger.warn !== 'function')) {
+    throw new InvalidOptionError('options.logger must be an object with error(obj, msg) and warn(obj, msg) methods (pino-compatible)');
+  }
   if (!POLICIES.includes(o.policy)) {
     throw new InvalidOptionError(`options.policy must be one of ${POLICIES.join(', ')} (got ${String(o.policy)})`);
   }
-  for (const n of ['maxEntries', 'maxBytes', 'ttl', 'maxStaleMs', 'maxKeyBytes', 'maxEntryBytes', 'readCount', 'blockMs', 'streamMaxAgeMs', 'connectTimeoutMs'] as const) {
+  for (const n of ['maxEntries', 'maxBytes', 'maxStaleMs', 'maxKeyBytes', 'maxEntryBytes', 'readCount', 'blockMs', 'streamMaxAgeMs', 'connectTimeoutMs'] as const) {
     positiveInt(o as Record<string, unknown>, n);
   }
   positiveInt(o as Record<string, unknown>, 'streamMaxLen', true);
