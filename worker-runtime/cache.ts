@@ -201,11 +201,11 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
    * always holds one type, as Map-like caches do; it does not check values at run time.
    */
   get<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
-    const v = this.#store.get(key) as T | undefined;
+    const v = this.#store.get(key);
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
-      return v;
+      return v as T; // the type the caller's loader gives (a cast: no code)
     }
     return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
@@ -405,13 +405,13 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
 
   /** `get` with the stale-read sampler: the same hit branch, plus one countdown per hit. */
   #sampledGet<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
-    const v = this.#store.get(key) as T | undefined;
+    const v = this.#store.get(key);
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
       const sampler = this.#sampler!;
       if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
-      return v;
+      return v as T;
     }
     return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
