@@ -3,6 +3,7 @@ import { createCache, type Cache, InvalidOptionError, LoadTimeoutError, type Cac
 import { durationMs } from '../worker-runtime/options.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until, waitForEvent } from './helpers/wait.js';
+import { TestSchema } from './helpers/pg.js';
 
 /** What users of other caches (BentoCache, cache-manager) expect: durations, a logger, load timeouts, has/delete, null. */
 let prefix: string;
@@ -90,6 +91,37 @@ describe('logger', () => {
     await c.set('k', 1);
     await c.invalidate('k');
     expect(stderr).toHaveBeenCalledWith('[cachebus:conv] listener failed');
+  });
+});
+
+describe('logger.warn', () => {
+  it("gets an entity's key-type warning instead of a process warning; an interface row type reads and writes", async () => {
+    const schema = await TestSchema.create();
+    try {
+      await schema.pool.query('CREATE TABLE events (id oid PRIMARY KEY, title text)');
+      await schema.pool.query("INSERT INTO events VALUES (7, 'launch')");
+      const warned: [object, string | undefined][] = [];
+      const processWarnings: Error[] = [];
+      const onWarning = (w: Error): void => { processWarnings.push(w); };
+      process.on('warning', onWarning);
+      try {
+        const c = await make({ redis: false, pg: schema.pool, logger: { error: () => {}, warn: (o, m) => { warned.push([o, m]); } } });
+        interface Event { id: number; title: string }
+        const events = c.entity<Event>({ name: 'events', key: 'id', columns: ['title'] });
+        const row = await events.get(7);
+        expect(row?.title).toBe('launch');
+        expect(await events.update(7, { title: 'release' })).toMatchObject({ title: 'release' });
+        expect(warned).toHaveLength(1);
+        expect(warned[0]![0]).toMatchObject({ code: 'CACHEBUS_KEY_TYPE', entity: 'events', type: 'oid' });
+        await new Promise<void>((r) => setImmediate(r)); // process warnings are emitted on the next tick
+        expect(processWarnings.filter((w) => (w as { code?: string }).code === 'CACHEBUS_KEY_TYPE')).toEqual([]);
+      } finally {
+        process.off('warning', onWarning);
+      }
+    } finally {
+      await Promise.all(caches.splice(0).map((c) => c.close()));
+      await schema.drop();
+    }
   });
 });
 

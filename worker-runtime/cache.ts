@@ -7,7 +7,7 @@ import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '
 import type { GapCause, ReaderHandlers } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
-import { durationMs, resolveOptions, type CacheOptions, type Duration, type ResolvedOptions } from './options.js';
+import { durationMs, resolveOptions, type CacheOptions, type Duration, type Logger, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
 import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
@@ -178,6 +178,17 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   assertKey(key: string): void {
     this.#checkKey(key);
   }
+
+  /**
+   * @internal Reports a background error the way the cache reports its own: the `error` event
+   * when someone listens, else options.logger, else stderr (write-behind and entities use it).
+   */
+  reportError(err: unknown): void {
+    this.#error(err);
+  }
+
+  /** @internal options.logger, if any (entities send their warnings to its `warn`). */
+  get logger(): Logger | undefined { return this.#o.logger; }
 
   /** The bus (undefined for a local-only cache). */
   get bus(): Bus | undefined { return this.#bus; }

@@ -80,7 +80,13 @@ export class EntityHandle<R extends RowShape = Row> {
       if (type === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${s.table} does not exist or has no key column ${this.entity.key}`);
       const kind = keyKindOf(type);
       if (kind === 'other') {
-        process.emitWarning(`entity ${this.entity.name}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`, { code: 'CACHEBUS_KEY_TYPE' });
+        const warning = `entity ${this.entity.name}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`;
+        const logger = this.#core.cache.logger;
+        let logged = false;
+        try {
+          if (logger !== undefined) { logger.warn({ code: 'CACHEBUS_KEY_TYPE', entity: this.entity.name, type }, warning); logged = true; }
+        } catch { /* a throwing logger: the process warning below */ }
+        if (!logged) process.emitWarning(warning, { code: 'CACHEBUS_KEY_TYPE' });
       }
       this.#kind = kind;
       return kind;

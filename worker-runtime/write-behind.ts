@@ -274,10 +274,7 @@ export async function writeBehind<R extends object = Row>(
   if (hook.handles.has(entity.name)) throw new InvalidOptionError(`entity ${entity.name} is already write-behind on this cache`);
   const shared = writeBehindShared(bus.keys);
   const ticks = new TickQueue(bus.client, shared.queueName, shared.queuePrefix);
-  const onError = (err: unknown): void => {
-    if (cache.listenerCount('error') > 0) cache.emit('error', err);
-    else console.error(`[cachebus:${cache.namespace}] write-behind ${entity.name}: ${(err as Error)?.message ?? err}`);
-  };
+  const onError = (err: unknown): void => cache.reportError(err); // error event, else options.logger, else stderr
   const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError, (keys) => bus.appendArgsFor({ keys }));
   await publishDefinition(bus.client, shared, entity);
   await warnIfNotDurable(bus.client);
