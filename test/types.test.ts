@@ -44,6 +44,10 @@ assert<Equal<typeof row, Product | undefined>>();
 await products.update(1, { price: 4 });
 // @ts-expect-error not a column of Product
 await products.update(1, { colour: 'red' });
+await cache.transaction(async (tx) => {
+  const t = await tx.get('products:1', async (): Promise<Product> => ({ id: 1, name: 'lamp', price: 3 }));
+  assert<Equal<typeof t, Product | undefined>>();
+});
 const has: boolean = cache.has('products:1');
 await cache.delete('products:1');
 

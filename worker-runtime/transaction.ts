@@ -69,7 +69,11 @@ export class Transaction<V extends {} | null = {} | null> implements Scope<V> {
    * it depends on was changed in this transaction, else `loader` (which should use `tx.query`).
    * What it loads stays private to the transaction.
    */
-  get(key: string, loader: Loader<V>, options?: EntryOptions): Promise<V | undefined> {
+  get<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Promise<T | undefined> {
+    return this.#get(key, loader, options) as Promise<T | undefined>; // the loader's type, as cache.get
+  }
+
+  #get(key: string, loader: Loader<V>, options?: EntryOptions): Promise<V | undefined> {
     const own = this.#private.get(key);
     if (own !== undefined) return Promise.resolve(own.value);
     if (!this.#isDirty(key)) {
