@@ -66,6 +66,14 @@ describe('durations', () => {
   });
 });
 
+describe('options given as undefined', () => {
+  it('take their defaults (as with exactOptionalPropertyTypes users write `pg: process.env.DATABASE_URL`)', async () => {
+    const c = await make({ redis: false, prefix: undefined, policy: undefined, maxStaleMs: undefined, relay: undefined, ttl: undefined, timeout: undefined, logger: undefined });
+    expect(await c.get('k', () => 1)).toBe(1);
+    expect(c.get('k', () => 2)).toBe(1);
+  });
+});
+
 describe('logger', () => {
   it('gets background errors as logger.error({ err, source }, message) instead of console.error', async () => {
     const logged: [object, string | undefined][] = [];

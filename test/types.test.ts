@@ -15,16 +15,41 @@ const exec = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
-/** What README's fragments use without declaring: the app's own functions and values. */
-const PRELUDE = `import type { TransactionDb } from 'cachebus';
-interface Product { id: number; name: string; price: number; version?: number }
-declare function loadProduct(id: number): Promise<Product | null>;
-declare const value: Product;
-declare function computeTotal(orderId: number): Promise<number>;
-declare function partnerIdsOf(companyId: string): number[];
-declare const ids: number[];
-declare const pool: TransactionDb;
-`;
+/**
+ * What doc fragments use without declaring it: the app's own functions and values, and the
+ * `cache` of an earlier fragment. Each is added to a fragment that uses the name and does not
+ * declare it.
+ */
+const CONTEXT: Record<string, string> = {
+  Product: 'interface Product { id: number; name: string; price: number; version?: number }',
+  createCache: "import { createCache } from 'cachebus';",
+  cache: "declare const cache: import('cachebus').Cache;",
+  loadProduct: 'declare function loadProduct(id: number): Promise<Product | null>;',
+  loadFromPg: 'declare function loadFromPg(): Promise<Product | undefined>;',
+  value: 'declare const value: Product;',
+  computeTotal: 'declare function computeTotal(orderId: number): Promise<number>;',
+  partnerIdsOf: 'declare function partnerIdsOf(companyId: string): number[];',
+  ids: 'declare const ids: number[];',
+  pool: "declare const pool: import('cachebus').TransactionDb;",
+  db: "declare const db: import('pg').Pool;",
+  products: "declare const products: import('cachebus').EntityHandle<{ id: number; name: string; price: string; version?: string }>;",
+  log: 'declare const log: { warn(obj: unknown): void };',
+};
+const DEPENDS: Record<string, string[]> = { loadProduct: ['Product'], loadFromPg: ['Product'], value: ['Product'] };
+
+/** A fragment as a module of its own: the context it uses but does not declare, then the fragment. */
+function asModule(block: string): string {
+  const declared = (name: string): boolean =>
+    new RegExp(`(?:const|let|var|function|class|interface|type)\\s+${name}\\b|import[^;]*\\b${name}\\b[^;]*from`).test(block);
+  const need = new Set<string>();
+  const add = (name: string): void => {
+    if (need.has(name) || declared(name)) return;
+    need.add(name);
+    for (const d of DEPENDS[name] ?? []) add(d);
+  };
+  for (const name of Object.keys(CONTEXT)) if (new RegExp(`\\b${name}\\b`).test(block)) add(name);
+  return [...Object.keys(CONTEXT).filter((n) => need.has(n)).map((n) => CONTEXT[n]), block, 'export {};', ''].join('\n');
+}
 
 /** Inference the README promises, and mistakes that must stay errors (@ts-expect-error fails if they type-check). */
 const INFERENCE = `import { createCache, type Cache, type EntityHandle, LoadTimeoutError } from 'cachebus';
@@ -64,11 +89,14 @@ const e: unknown = undefined;
 if (e instanceof LoadTimeoutError) console.log(e.code, e.key, e.timeoutMs, has);
 `;
 
-/** The ```ts blocks of a markdown file, in order, as one module. */
-function tsBlocks(file: string): string {
+/** The ```ts blocks of a markdown file, in order. */
+function tsBlocks(file: string): string[] {
   const md = readFileSync(join(ROOT, file), 'utf8');
-  return [...md.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]).join('\n');
+  return [...md.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
 }
+
+/** Docs whose examples are type-checked, README's as one module (its fragments share `cache`). */
+const DOCS = ['docs/entities.md', 'docs/transactions.md', 'docs/write-behind.md', 'docs/dependencies.md', 'docs/options.md'];
 
 /** The tsconfig settings docs/options.md ("TypeScript") lists as supported. */
 const SETTINGS = {
@@ -80,8 +108,16 @@ let dir: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'cachebus-types-'));
-  writeFileSync(join(dir, 'readme.ts'), `${PRELUDE}\n${tsBlocks('README.md')}\nexport {};\n`);
+  const files = ['readme.ts', 'inference.ts'];
+  writeFileSync(join(dir, 'readme.ts'), asModule(tsBlocks('README.md').join('\n')));
   writeFileSync(join(dir, 'inference.ts'), `${INFERENCE}\nexport {};\n`);
+  for (const doc of DOCS) {
+    for (const [i, block] of tsBlocks(doc).entries()) {
+      const name = `${doc.replace(/^docs\/|\.md$/g, '')}-${i}.ts`;
+      writeFileSync(join(dir, name), asModule(block));
+      files.push(name);
+    }
+  }
   for (const [i, options] of Object.values(SETTINGS).entries()) {
     writeFileSync(join(dir, `tsconfig.${i}.json`), JSON.stringify({
       compilerOptions: {
@@ -90,7 +126,7 @@ beforeAll(() => {
         paths: { cachebus: [join(ROOT, 'dist', 'worker-runtime', 'index.d.ts')] },
         ...options,
       },
-      files: ['readme.ts', 'inference.ts'],
+      files,
     }));
   }
 });
@@ -100,13 +136,14 @@ afterAll(() => {
 });
 
 describe('types a user writes against', () => {
-  it('README has TypeScript examples to check', () => {
-    expect(tsBlocks('README.md')).toMatch(/createCache/);
-    expect(tsBlocks('README.md')).toMatch(/cache\.entity/);
+  it('README and the docs have TypeScript examples to check', () => {
+    expect(tsBlocks('README.md').join('\n')).toMatch(/createCache/);
+    expect(tsBlocks('README.md').join('\n')).toMatch(/cache\.entity/);
+    for (const doc of DOCS) expect(tsBlocks(doc).length, doc).toBeGreaterThan(0);
   });
 
   for (const [i, name] of Object.keys(SETTINGS).entries()) {
-    it(`README's examples and get/entity inference type-check without casts under ${name}`, async () => {
+    it(`README's and the docs' examples and get/entity inference type-check without casts under ${name}`, async () => {
       const out = await exec('node', [TSC, '-p', `tsconfig.${i}.json`], { cwd: dir }).then(() => '', (err: { stdout: string }) => err.stdout);
       expect(out).toBe('');
     }, 120_000);

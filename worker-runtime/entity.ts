@@ -160,9 +160,9 @@ export class EntityHandle<R extends RowShape = Row> {
    * published after COMMIT. Resolves with the stored row. With `{ mode: 'write-behind' }` (after
    * `writeBehind(cache, handle)`) the row is written behind Postgres instead (docs/write-behind.md).
    */
-  async upsert(row: R, options?: { readonly mode?: 'write-through' | 'write-behind' }): Promise<R> {
+  async upsert(row: Partial<R>, options?: { readonly mode?: 'write-through' | 'write-behind' | undefined }): Promise<R> {
     // write-behind (docs/write-behind.md): durable in Redis now, in Postgres after the flush delay.
-    if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row);
+    if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row as R); // the row as stored, version set
     assertWriteThrough(this.#core.cache, this.entity.name, 'a write-through upsert()');
     const id = (row as Row)[this.entity.key] as Id | undefined;
     if (id === undefined || id === null) throw new InvalidValueError(`${this.entity.name}.upsert: the row has no ${this.entity.key}`);

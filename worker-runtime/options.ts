@@ -29,54 +29,54 @@ export interface CacheOptions<V = unknown> {
    * `false` runs a local-only cache with no bus (each process on its own).
    * @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'`
    */
-  redis?: RedisInput | false;
+  redis?: RedisInput | false | undefined;
   /** Caches that share a namespace invalidate each other. Required. */
   namespace: string;
   /** @defaultValue `'cachebus'` */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Eviction policy of the local store. @defaultValue `'lru'` */
-  policy?: PolicyName;
+  policy?: PolicyName | undefined;
   /** Most entries held locally. One of maxEntries, maxBytes (or ttl, for policy 'ttl') is required. */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
   /** Most bytes held locally, as measured by `sizeOf`. */
-  maxBytes?: number;
+  maxBytes?: number | undefined;
   /** Size of an entry in bytes. @defaultValue UTF-8 length of `JSON.stringify(value)` plus the key */
-  sizeOf?: (value: V, key: string) => number;
+  sizeOf?: ((value: V, key: string) => number) | undefined;
   /** Default time to live of an entry: ms, or a string such as `'30s'`, `'1h'`. @defaultValue none */
-  ttl?: Duration;
+  ttl?: Duration | undefined;
   /**
    * Longest a loader may take (ms or `'5s'`): past it `get` rejects with LoadTimeoutError
    * (E_LOAD_TIMEOUT) for every caller of that load, and its late result is not stored.
    * Overridden per call by the entry's `timeout`. @defaultValue none (loads may take any time)
    */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * Receives background errors (bus reconnects, listener errors…) when no `error` listener is
    * attached, instead of `console.error`. @defaultValue console, one line per distinct message
    */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /**
    * Bounded staleness (invariant I3): when the bus reader has not been provably caught up for
    * this long, local entries are not served and loads are not stored.
    * @defaultValue `10_000`
    */
-  maxStaleMs?: number;
+  maxStaleMs?: number | undefined;
   /** HMAC secret: when set, entries are signed and unsigned or badly signed entries are skipped. */
-  secret?: string | Buffer;
+  secret?: string | Buffer | undefined;
   /** Longest key or tag accepted, in bytes. @defaultValue `1024` */
-  maxKeyBytes?: number;
+  maxKeyBytes?: number | undefined;
   /** Largest stream entry written or accepted, in bytes. @defaultValue `65_536` */
-  maxEntryBytes?: number;
+  maxEntryBytes?: number | undefined;
   /** Approximate MAXLEN retention of the stream; 0 for none. @defaultValue `100_000` */
-  streamMaxLen?: number;
+  streamMaxLen?: number | undefined;
   /** When set, MINID retention of this many ms instead of MAXLEN. @defaultValue none */
-  streamMaxAgeMs?: number;
+  streamMaxAgeMs?: number | undefined;
   /** Most entries one XREAD returns. @defaultValue `1000` */
-  readCount?: number;
+  readCount?: number | undefined;
   /** XREAD BLOCK timeout, ms. @defaultValue `min(2000, maxStaleMs / 4)` */
-  blockMs?: number;
+  blockMs?: number | undefined;
   /** How long `createCache` waits for Redis before it rejects with ConnectionError. @defaultValue `10_000` */
-  connectTimeoutMs?: number;
+  connectTimeoutMs?: number | undefined;
   /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
@@ -85,27 +85,27 @@ export interface CacheOptions<V = unknown> {
    * uses the cache's own (non-blocking) connection.
    * @defaultValue `'auto'`
    */
-  relay?: RelayMode;
+  relay?: RelayMode | undefined;
   /**
    * Postgres for entities and `cache.transaction(fn)`: a `pg.Pool` (not closed by `close()`) or a
    * connection string (a pool of 4 is opened on first use and closed by `close()`).
    * @defaultValue `process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'`
    */
-  pg?: PgInput;
+  pg?: PgInput | undefined;
   /**
    * Stale-read sampler: the fraction of local hits (0 to 1) re-checked against their source off
    * the hot path (see docs/metrics.md). 0 installs nothing on the hit path.
    * @defaultValue `0`
    */
-  staleSampleRate?: number;
+  staleSampleRate?: number | undefined;
   /** Most stale checks in flight; hits sampled beyond it are skipped and counted. @defaultValue `2` */
-  staleSampleConcurrency?: number;
+  staleSampleConcurrency?: number | undefined;
   /**
    * How a sampled hit is checked: `{ compare(cached, fresh, key) }` after re-running the loader
    * passed to `get`, or `{ check(key, cached) }` of its own (e.g. an entity version compare).
    * @defaultValue re-run the loader and compare the JSON of both values
    */
-  staleCheck?: StaleCheck<V>;
+  staleCheck?: StaleCheck<V> | undefined;
 }
 
 export const kCacheDefaults = {
@@ -163,10 +163,12 @@ export const defaultSizeOf = (value: unknown, key: string): number => {
 
 export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
-  const o = { ...kCacheDefaults, ...user } as ResolvedOptions<V>;
+  // An option given as undefined is an option not given (its default applies).
+  const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as CacheOptions<V>;
+  const o = { ...kCacheDefaults, ...given } as ResolvedOptions<V>;
   assertNamespace(o.namespace);
-  if (user.ttl !== undefined) o.ttl = durationMs(user.ttl, 'options.ttl');
-  if (user.timeout !== undefined) o.timeout = durationMs(user.timeout, 'options.timeout');
+  if (given.ttl !== undefined) o.ttl = durationMs(given.ttl, 'options.ttl');
+  if (given.timeout !== undefined) o.timeout = durationMs(given.timeout, 'options.timeout');
   if (o.logger !== undefined && (typeof o.logger !== 'object' || o.logger === null || typeof o.logger.error !== 'function' || typeof o.logger.warn !== 'function')) {
     throw new InvalidOptionError('options.logger must be an object with error(obj, msg) and warn(obj, msg) methods (pino-compatible)');
   }

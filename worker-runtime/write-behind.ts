@@ -19,7 +19,7 @@ export interface WriteBehindOptions extends WriterOptions {
    * Postgres for reading rows that are not pending (`get`): a pool (left open) or a URL.
    * @defaultValue `process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'`
    */
-  readonly pg?: PgInput;
+  readonly pg?: PgInput | undefined;
 }
 
 /** What `write` resolves with. */

@@ -13,7 +13,7 @@ export interface FlusherOptions {
   /** @defaultValue `'cachebus'` */
   readonly prefix?: string;
   /** Postgres to write to: a pool (left open) or a connection string. @defaultValue `process.env.DATABASE_URL` */
-  readonly pg?: PgInput;
+  readonly pg?: PgInput | undefined;
   /**
    * Entities to flush. When left out, the flusher flushes every entity writers registered in
    * Redis (`<prefix>:{<namespace>}:wb:entities`), and picks up new ones at each sweep.
