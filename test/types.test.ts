@@ -21,7 +21,7 @@ const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
  * declare it.
  */
 const CONTEXT: Record<string, string> = {
-  Product: 'interface Product { id: number; name: string; price: number; version?: number }',
+  Product: 'interface Product { id: number; name: string; price: number; version: number }',
   createCache: "import { createCache } from 'cachebus';",
   cache: "declare const cache: import('cachebus').Cache;",
   loadProduct: 'declare function loadProduct(id: number): Promise<Product | null>;',
@@ -34,11 +34,20 @@ const CONTEXT: Record<string, string> = {
   db: "declare const db: import('pg').Pool;",
   products: "declare const products: import('cachebus').EntityHandle<{ id: number; name: string; price: string; version?: string }>;",
   log: 'declare const log: { warn(obj: unknown): void };',
+  idOf: 'declare function idOf(key: string): number;',
+  ownMetrics: "declare const ownMetrics: { registry: import('prom-client').Registry };",
+  threads: 'declare const threads: number;',
+  threadStats: "import { threadStats } from 'cachebus';",
+};
+/** Where a doc means something else by a name. */
+const CONTEXT_OF: Record<string, Record<string, string>> = {
+  'docs/cluster-and-threads.md': { pool: "declare const pool: import('piscina').Piscina;" },
 };
 const DEPENDS: Record<string, string[]> = { loadProduct: ['Product'], loadFromPg: ['Product'], value: ['Product'] };
 
 /** A fragment as a module of its own: the context it uses but does not declare, then the fragment. */
-function asModule(block: string): string {
+function asModule(block: string, doc = 'README.md'): string {
+  const context = { ...CONTEXT, ...CONTEXT_OF[doc] };
   const declared = (name: string): boolean =>
     new RegExp(`(?:const|let|var|function|class|interface|type)\\s+${name}\\b|import[^;]*\\b${name}\\b[^;]*from`).test(block);
   const need = new Set<string>();
@@ -47,8 +56,8 @@ function asModule(block: string): string {
     need.add(name);
     for (const d of DEPENDS[name] ?? []) add(d);
   };
-  for (const name of Object.keys(CONTEXT)) if (new RegExp(`\\b${name}\\b`).test(block)) add(name);
-  return [...Object.keys(CONTEXT).filter((n) => need.has(n)).map((n) => CONTEXT[n]), block, 'export {};', ''].join('\n');
+  for (const name of Object.keys(context)) if (new RegExp(`\\b${name}\\b`).test(block)) add(name);
+  return [...Object.keys(context).filter((n) => need.has(n)).map((n) => context[n]), block, 'export {};', ''].join('\n');
 }
 
 /** Inference the README promises, and mistakes that must stay errors (@ts-expect-error fails if they type-check). */
@@ -96,7 +105,7 @@ function tsBlocks(file: string): string[] {
 }
 
 /** Docs whose examples are type-checked, README's as one module (its fragments share `cache`). */
-const DOCS = ['docs/entities.md', 'docs/transactions.md', 'docs/write-behind.md', 'docs/dependencies.md', 'docs/options.md'];
+const DOCS = ['docs/entities.md', 'docs/transactions.md', 'docs/write-behind.md', 'docs/dependencies.md', 'docs/options.md', 'docs/cluster-and-threads.md', 'docs/metrics.md'];
 
 /** The tsconfig settings docs/options.md ("TypeScript") lists as supported. */
 const SETTINGS = {
@@ -114,7 +123,7 @@ beforeAll(() => {
   for (const doc of DOCS) {
     for (const [i, block] of tsBlocks(doc).entries()) {
       const name = `${doc.replace(/^docs\/|\.md$/g, '')}-${i}.ts`;
-      writeFileSync(join(dir, name), asModule(block));
+      writeFileSync(join(dir, name), asModule(block, doc));
       files.push(name);
     }
   }
@@ -123,7 +132,7 @@ beforeAll(() => {
       compilerOptions: {
         target: 'ES2022', module: 'esnext', moduleResolution: 'bundler', noEmit: true, skipLibCheck: true,
         typeRoots: [join(ROOT, 'node_modules', '@types')], types: ['node'],
-        paths: { cachebus: [join(ROOT, 'dist', 'worker-runtime', 'index.d.ts')] },
+        paths: { cachebus: [join(ROOT, 'dist', 'worker-runtime', 'index.d.ts')], pg: [join(ROOT, 'node_modules', '@types', 'pg')], '*': [join(ROOT, 'node_modules', '*')] },
         ...options,
       },
       files,

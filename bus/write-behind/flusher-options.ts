@@ -7,7 +7,7 @@ import { UPSERT_METHODS, type UpsertMethod } from './upsert.js';
 
 export interface FlusherOptions {
   /** Redis holding the overlay and the queue. @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'` */
-  readonly redis?: RedisInput;
+  readonly redis?: RedisInput | undefined;
   /** Namespace of the caches whose writes this flusher applies. Required. */
   readonly namespace: string;
   /** @defaultValue `'cachebus'` */
@@ -72,7 +72,8 @@ export type ResolvedFlusherOptions = FlusherOptions & Required<Omit<FlusherOptio
 
 export function resolveFlusherOptions(user: FlusherOptions): ResolvedFlusherOptions {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
-  const o = { ...kFlusherDefaults, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...user } as ResolvedFlusherOptions;
+  const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as FlusherOptions; // undefined: the default
+  const o = { ...kFlusherDefaults, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...given } as ResolvedFlusherOptions;
   assertNamespace(o.namespace);
   const int = (name: keyof FlusherOptions, min: number, max = Number.MAX_SAFE_INTEGER): void => {
     const v = o[name];
