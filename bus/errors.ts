@@ -124,6 +124,20 @@ export class RelayError extends CachebusError {
   }
 }
 
+/**
+ * A loader took longer than its `timeout` (options.timeout or the entry's): the get rejects, every
+ * caller waiting on the same load gets this error, and whatever the loader returns later is not stored.
+ */
+export class LoadTimeoutError extends CachebusError {
+  readonly key: string;
+  readonly timeoutMs: number;
+  constructor(key: string, timeoutMs: number) {
+    super('E_LOAD_TIMEOUT', `the load of ${JSON.stringify(key)} took longer than ${timeoutMs} ms`);
+    this.key = key;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
 /** A bus entry could not be decoded; carried in `badEntry` events, never thrown to callers. */
 export class BadEntryError extends CachebusError {
   readonly reason: BadEntryReason;
@@ -151,4 +165,5 @@ export const errors = {
   ClusterError,
   BadEntryError,
   RelayError,
+  LoadTimeoutError,
 } as const;

@@ -95,7 +95,10 @@ interface Queryable {
  * The key kind of `column` of `table`, read from the catalogue; `undefined` when the table or
  * the column does not exist. Warns once (CACHEBUS_KEY_TYPE) for a kind passed through as given.
  */
-export async function loadKeyKind(db: Queryable, table: string, column: string, entity: string): Promise<KeyKind | undefined> {
+export async function loadKeyKind(
+  db: Queryable, table: string, column: string, entity: string,
+  warn: (message: string, type: string) => void = (message) => process.emitWarning(message, { code: 'CACHEBUS_KEY_TYPE' }),
+): Promise<KeyKind | undefined> {
   const res = await db.query<{ t: string }>(
     `SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a
       WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`, [table, column]);
@@ -103,7 +106,7 @@ export async function loadKeyKind(db: Queryable, table: string, column: string, 
   if (type === undefined) return undefined;
   const kind = keyKindOf(type);
   if (kind === 'other') {
-    process.emitWarning(`entity ${entity}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`, { code: 'CACHEBUS_KEY_TYPE' });
+    warn(`entity ${entity}: key column type ${type} is passed through as given: use Postgres's text form of the key (as key::text prints it) in every call, or caches and invalidations may name one row differently`, type);
   }
   return kind;
 }

@@ -3,16 +3,16 @@ import { errorReporter } from '../bus/report-error.js';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { Bus } from '../bus/bus.js';
-import { ClosedError, InvalidValueError, PublishError } from '../bus/errors.js';
+import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '../bus/errors.js';
 import type { GapCause, ReaderHandlers } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
-import { resolveOptions, type CacheOptions, type ResolvedOptions } from './options.js';
+import { durationMs, resolveOptions, type CacheOptions, type Duration, type Logger, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
 import { RelayClient, resolveRelayMode } from './relay-client.js';
 import type { EntityDefinition } from '../bus/entities.js';
 import { DependencyGraph } from './dependencies.js';
-import { entityOf, type EntityHandle, type Row } from './entity.js';
+import { entityOf, type EntityHandle, type Row, type RowShape } from './entity.js';
 import { cacheOpenHooks } from './open-hooks.js';
 import { poolOf } from './pg-pool.js';
 import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
@@ -22,13 +22,22 @@ import type { EvictReason, LocalStore } from './policies/types.js';
 
 /** A value, or a promise of it: `get` answers a local hit synchronously; `await` works on both. */
 export type Awaitable<T> = T | Promise<T>;
+/**
+ * Loads a missing value. `undefined` means "nothing to cache" (returned, not stored); any other
+ * value, `null` included, is stored: `null` caches "there is no such thing" until the key is
+ * invalidated like any other value.
+ */
 export type Loader<V> = () => Awaitable<V | undefined>;
+/** What a cache can hold: anything but `undefined` (`null` included). */
+export type Cacheable = {} | null;
 
 export interface EntryOptions {
   /** Tags of the entry; `invalidateTags` drops every entry carrying one of them. */
   readonly tags?: readonly string[];
-  /** Time to live of this entry, ms (overrides options.ttl). */
-  readonly ttl?: number;
+  /** Time to live of this entry: ms, or a string such as `'30s'`, `'1h'` (overrides options.ttl). */
+  readonly ttl?: Duration;
+  /** Longest this entry's loader may take (overrides options.timeout); see LoadTimeoutError. */
+  readonly timeout?: Duration;
   /**
    * Keys this value is derived from: invalidating any of them (here or in any worker) drops this
    * entry too, transitively, and discards its load if it is still in flight (docs/dependencies.md).
@@ -54,7 +63,7 @@ const kHoldBacklog = 4;
  * A worker's local cache kept coherent by the namespace's invalidation stream.
  * Create it with `createCache`.
  */
-export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
+export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEvents> {
   readonly namespace: string;
   readonly stats: CacheStats = newStats();
   /** What cached keys are derived from; invalidations drop dependents transitively (docs/dependencies.md). */
@@ -85,7 +94,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   #emitHits = false;
   #closed = false;
   #closing: Promise<void> | undefined;
-  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.namespace}`);
+  readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.namespace}`, () => this.#o.logger);
   #sampler: StaleSampler<V> | undefined;
   #missHook: ((key: string, loader: Loader<V>) => Loader<V>) | undefined;
 
@@ -95,13 +104,14 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#o = resolveOptions(options);
     this.dependencies.onRuleError = (err) => this.#error(err);
     this.namespace = this.#o.namespace;
-    this.#store = createStore<V>(this.#o.policy, {
+    // The policies hold any value but undefined (null included); their `V extends {}` is lru-cache's.
+    this.#store = createStore<V & {}>(this.#o.policy, {
       maxEntries: this.#o.maxEntries,
       maxBytes: this.#o.maxBytes,
       sizeOf: this.#o.sizeOf,
       ttl: this.#o.ttl,
       onEvict: (key, _value, reason) => this.#onEvict(key, reason),
-    });
+    }) as LocalStore<V>;
     const track = (): void => {
       queueMicrotask(() => { this.#emitHits = this.listenerCount('hit') + this.listenerCount('miss') > 0; });
     };
@@ -169,6 +179,17 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#checkKey(key);
   }
 
+  /**
+   * @internal Reports a background error the way the cache reports its own: the `error` event
+   * when someone listens, else options.logger, else stderr (write-behind and entities use it).
+   */
+  reportError(err: unknown): void {
+    this.#error(err);
+  }
+
+  /** @internal options.logger, if any (entities send their warnings to its `warn`). */
+  get logger(): Logger | undefined { return this.#o.logger; }
+
   /** The bus (undefined for a local-only cache). */
   get bus(): Bus | undefined { return this.#bus; }
   /** How this cache takes invalidations: from a relay hub (`'ipc'`, `'broadcast'`) or its own reader (`false`). */
@@ -185,16 +206,19 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   /**
    * Read-through: the local value on a hit (synchronously), else one load per key per process
    * (single-flight). A load overtaken by an invalidation of its key, one of its tags or a clear
-   * is returned to its callers but not stored (I1). `undefined` from the loader is not stored.
+   * is returned to its callers but not stored (I1). `undefined` from the loader is not stored;
+   * `null` is (a cached "not found", dropped by an invalidation like any value).
+   * The result type is the loader's (`T`, within the cache's `V`): the cache trusts that one key
+   * always holds one type, as Map-like caches do; it does not check values at run time.
    */
-  get(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
+  get<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
     const v = this.#store.get(key);
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
-      return v;
+      return v as T; // the type the caller's loader gives (a cast: no code)
     }
-    return this.#miss(key, loader, options);
+    return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
 
   /** The local value if present and servable; never loads. Counts a hit or a miss. */
@@ -211,6 +235,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     this.#checkKey(key);
     if (value === undefined) throw new InvalidValueError(`cannot cache undefined (key ${JSON.stringify(key)})`);
     if (options?.tags) for (const t of options.tags) this.#checkKey(t, 'tag');
+    if (options?.ttl !== undefined) durationMs(options.ttl, 'ttl'); // before any effect
     if (this.#scopes.getStore()?.set?.(key, value, options)) return; // a transaction keeps it until COMMIT
     this.#poison(key);
     this.#put(key, value, options);
@@ -235,6 +260,19 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     for (const k of keys) this.#checkKey(k);
     this.applyInvalidation(keys, EMPTY, 'invalidate');
     await this.#publish({ keys });
+  }
+
+  /**
+   * Whether a local value is present and servable (what a `get` would answer without loading).
+   * Never loads, counts no hit or miss, records no access.
+   */
+  has(key: string): boolean {
+    return this.#isServable() && this.#store.peek(key) !== undefined;
+  }
+
+  /** `invalidate(key)` under the name Map users look for: drops it here and in every worker. */
+  delete(key: string): Promise<void> {
+    return this.invalidate(key);
   }
 
   /** Drops every entry carrying one of the tags, here and in every worker. */
@@ -325,7 +363,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
    * Registers a Postgres table (read-through by key, batched loads, write-through) and returns its
    * handle; with a name, returns the handle of a registered entity (docs/entities.md).
    */
-  entity<R extends Row = Row>(definition: EntityDefinition | string): EntityHandle<R> {
+  entity<R extends RowShape = Row>(definition: EntityDefinition | string): EntityHandle<R> {
     const core = this.#internals() as unknown as CacheCore<{}>;
     return entityOf<R>(core, definition, () => poolOf(core, this.#o.pg));
   }
@@ -377,24 +415,28 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
   }
 
   /** `get` with the stale-read sampler: the same hit branch, plus one countdown per hit. */
-  #sampledGet(key: string, loader: Loader<V>, options?: EntryOptions): Awaitable<V | undefined> {
+  #sampledGet<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Awaitable<T | undefined> {
     const v = this.#store.get(key);
     if (v !== undefined && (this.#until === Infinity || performance.now() <= this.#until)) {
       this.stats.hits++;
       if (this.#emitHits) this.emit('hit', key);
       const sampler = this.#sampler!;
       if (--sampler.countdown <= 0) sampler.sample(key, v, this.#missHook ? this.#missHook(key, loader) : loader); // overlay first (I6)
-      return v;
+      return v as T;
     }
-    return this.#miss(key, loader, options);
+    return this.#miss(key, loader, options) as Promise<T | undefined>;
   }
 
   #miss(key: string, loader: Loader<V>, options: EntryOptions | undefined): Promise<V | undefined> {
     this.stats.misses++;
     if (this.#emitHits) this.emit('miss', key);
     if (this.#closed) return Promise.reject(new ClosedError());
+    let timeout: number | undefined;
     try {
       this.#checkKey(key);
+      if (options?.ttl !== undefined) durationMs(options.ttl, 'ttl');
+      const t = options?.timeout ?? this.#o.timeout;
+      timeout = t === undefined ? undefined : durationMs(t, 'timeout');
     } catch (err) {
       return Promise.reject(err);
     }
@@ -423,7 +465,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     void (async () => {
       let stored = false;
       try {
-        const value = await loader();
+        const value = await (timeout === undefined ? loader() : this.#timed(key, loader, timeout));
         if (!flight.poisoned && this.#isServable() && value !== undefined) {
           this.#put(key, value, options);
           stored = true;
@@ -443,11 +485,24 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
     return promise;
   }
 
+  /** The loader's result, or LoadTimeoutError once `ms` have passed (its late result is dropped). */
+  #timed(key: string, loader: Loader<V>, ms: number): Promise<V | undefined> {
+    const load = Promise.resolve(loader()); // a loader that throws at once throws here (no timer left)
+    return new Promise<V | undefined>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.stats.loadTimeouts++;
+        reject(new LoadTimeoutError(key, ms));
+      }, ms);
+      load.then((v) => { clearTimeout(timer); resolve(v); }, (e: unknown) => { clearTimeout(timer); reject(e); });
+    });
+  }
+
   #put(key: string, value: V, options: EntryOptions | undefined): void {
     if (this.#keyTags.size > 0) this.#untag(key);
     let ok: boolean;
     try {
-      ok = this.#store.set(key, value, options?.ttl);
+      const ttl = options?.ttl;
+      ok = this.#store.set(key, value, ttl === undefined || typeof ttl === 'number' ? ttl : durationMs(ttl, 'ttl'));
     } catch (err) {
       throw new InvalidValueError(`cannot measure the value of ${JSON.stringify(key)} (options.sizeOf threw)`, { cause: err });
     }
@@ -609,7 +664,7 @@ export class Cache<V extends {} = {}> extends EventEmitter<CacheEvents> {
 }
 
 /** Creates a cache, connects its bus and captures the stream's end before it serves. */
-export async function createCache<V extends {} = {}>(options: CacheOptions<V>): Promise<Cache<V>> {
+export async function createCache<V extends Cacheable = Cacheable>(options: CacheOptions<V>): Promise<Cache<V>> {
   const cache = new Cache<V>(options);
   return cache.open();
 }

@@ -5,9 +5,18 @@ import { InvalidOptionError } from '../bus/errors.js';
  * matching `on`. Patterns are keys with `{name}` placeholders, each matching one or more
  * characters other than `:` (e.g. `order:{id}:total`).
  */
-export interface DependencyRule {
+/** The placeholders of a key pattern: `'company:{c}:name'` gives `'c'`. */
+export type PlaceholdersOf<P extends string> = P extends `${string}{${infer V}}${infer Rest}` ? V | PlaceholdersOf<Rest> : never;
+/** The placeholders every pattern of `On` has (what `via` is sure to get, whichever pattern matched). */
+type CommonPlaceholders<On extends string> =
+  (On extends string ? (x: PlaceholdersOf<On>) => void : never) extends (x: infer I) => void ? I & string : never;
+/** What `via` receives: the placeholders of `on` by name (any name when `on` is not a literal). */
+export type PlaceholderVars<On extends string> =
+  string extends On ? Readonly<Record<string, string>> : Readonly<Record<CommonPlaceholders<On>, string>>;
+
+export interface DependencyRule<On extends string = string> {
   /** Pattern(s) of the keys the target is derived from. */
-  readonly on: string | readonly string[];
+  readonly on: On | readonly On[];
   /**
    * Maps the placeholders captured from a changed source key to the dependent keys, for
    * dependents that sit on another record (a partner's `company_name` depends on the `name` of
@@ -15,7 +24,7 @@ export interface DependencyRule {
    * of `target` must appear in each `on` pattern and the dependent key is `target` filled in.
    * @defaultValue none (fill `target` with the source's placeholders)
    */
-  readonly via?: (vars: Readonly<Record<string, string>>, sourceKey: string) => Iterable<string>;
+  readonly via?: (vars: PlaceholderVars<On>, sourceKey: string) => Iterable<string>;
 }
 
 interface Pattern {
@@ -98,7 +107,7 @@ export class DependencyGraph {
    *   via: ({ c }) => partnersOf(c).map((p) => `partner:${p}:company_name`),
    * });
    */
-  declare(target: string, rule: DependencyRule): this {
+  declare<On extends string>(target: string, rule: DependencyRule<On>): this {
     const t = compile(target, 'dependencies.declare target');
     const ons = typeof rule?.on === 'string' ? [rule.on] : rule?.on;
     if (!Array.isArray(ons) || ons.length === 0) throw new InvalidOptionError('dependencies.declare: rule.on must name at least one key pattern');
@@ -113,7 +122,7 @@ export class DependencyGraph {
           );
         }
       }
-      this.#rules.push({ target: t, on, via: rule.via });
+      this.#rules.push({ target: t, on, via: rule.via as DependencyRule['via'] }); // vars hold every placeholder of the pattern that matched
     }
     return this;
   }

@@ -8,6 +8,11 @@ import { assertWriteThrough, upsertBehind } from './write-behind.js';
 
 /** A row of an entity: column name to value (as `pg` returns it: bigint and numeric as strings). */
 export type Row = Record<string, unknown>;
+/**
+ * What an entity's row type may be: any object type, an `interface` included (no index
+ * signature needed). Its property names should be the registered columns.
+ */
+export type RowShape = object;
 /** A primary-key value. */
 export type Id = string | number;
 
@@ -19,7 +24,7 @@ export type Id = string | number;
  * Inside `cache.transaction(...)` every call runs on the transaction's connection and sees its
  * uncommitted rows; outside, reads use the cache's pool and each write is its own transaction.
  */
-export class EntityHandle<R extends Row = Row> {
+export class EntityHandle<R extends RowShape = Row> {
   /** The registered table: name, table, key, version, columns and their quoted forms. */
   readonly entity: Entity;
   readonly #core: CacheCore<{}>;
@@ -68,7 +73,13 @@ export class EntityHandle<R extends Row = Row> {
     if (this.#kind !== undefined) return Promise.resolve(this.#kind);
     this.#kindLoad ??= (async () => {
       const s = this.entity.sql;
-      const kind = await loadKeyKind(this.#tx()?.client ?? this.#pool(), s.table, this.entity.key, this.entity.name);
+      const kind = await loadKeyKind(this.#tx()?.client ?? this.#pool(), s.table, this.entity.key, this.entity.name, (warning, type) => {
+        const logger = this.#core.cache.logger;
+        try {
+          if (logger !== undefined) { logger.warn({ code: 'CACHEBUS_KEY_TYPE', entity: this.entity.name, type }, warning); return; }
+        } catch { /* a throwing logger: the process warning below */ }
+        process.emitWarning(warning, { code: 'CACHEBUS_KEY_TYPE' });
+      });
       if (kind === undefined) throw new UnknownEntityError(`entity ${this.entity.name}: table ${s.table} does not exist or has no key column ${this.entity.key}`);
       this.#kind = kind;
       return kind;
@@ -115,7 +126,7 @@ export class EntityHandle<R extends Row = Row> {
     const canon = ids.map((id) => canonicalKey(kind, id, `${this.entity.name} key`));
     const s = this.entity.sql;
     const res = await db.query<R>(`SELECT ${this.#select} FROM ${s.table} WHERE ${s.key} = ANY($1)`, [canon]);
-    for (const row of res.rows) out.set(canonicalKey(kind, row[this.entity.key], `${this.entity.name} key`), row);
+    for (const row of res.rows) out.set(canonicalKey(kind, (row as Row)[this.entity.key], `${this.entity.name} key`), row);
     return out;
   }
 
@@ -133,7 +144,7 @@ export class EntityHandle<R extends Row = Row> {
     if (s.version && !cols.includes(this.entity.version!)) sets.push(`${s.version} = ${s.version} + 1`);
     const sql = `UPDATE ${s.table} SET ${sets.join(', ')} WHERE ${s.key} = $1 RETURNING ${this.#select}`;
     const key = await this.#canonical(id);
-    return this.#write(sql, [key, ...cols.map((c) => patch[c])]);
+    return this.#write(sql, [key, ...cols.map((c) => (patch as Row)[c])]);
   }
 
   /**
@@ -142,11 +153,11 @@ export class EntityHandle<R extends Row = Row> {
    * published after COMMIT. Resolves with the stored row. With `{ mode: 'write-behind' }` (after
    * `writeBehind(cache, handle)`) the row is written behind Postgres instead (docs/write-behind.md).
    */
-  async upsert(row: R, options?: { readonly mode?: 'write-through' | 'write-behind' }): Promise<R> {
+  async upsert(row: Partial<R>, options?: { readonly mode?: 'write-through' | 'write-behind' | undefined }): Promise<R> {
     // write-behind (docs/write-behind.md): durable in Redis now, in Postgres after the flush delay.
-    if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row);
+    if (options?.mode === 'write-behind') return upsertBehind(this.#core.cache, this.entity.name, row as R); // the row as stored, version set
     assertWriteThrough(this.#core.cache, this.entity.name, 'a write-through upsert()');
-    const id = row[this.entity.key] as Id | undefined;
+    const id = (row as Row)[this.entity.key] as Id | undefined;
     if (id === undefined || id === null) throw new InvalidValueError(`${this.entity.name}.upsert: the row has no ${this.entity.key}`);
     await this.#canonical(id); // a key the column cannot hold is refused before any effect
     const cols = this.#columns(row, true);
@@ -158,7 +169,7 @@ export class EntityHandle<R extends Row = Row> {
     if (updates.length === 0) updates.push(`${s.key} = EXCLUDED.${s.key}`);
     const sql = `INSERT INTO ${s.table} (${names.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
       `ON CONFLICT (${s.key}) DO UPDATE SET ${updates.join(', ')} RETURNING ${this.#select}`;
-    return (await this.#write(sql, cols.map((c) => row[c])))!;
+    return (await this.#write(sql, cols.map((c) => (row as Row)[c])))!;
   }
 
   /** Deletes one row; the invalidation is published after COMMIT. Resolves true if a row was deleted. */
@@ -190,7 +201,7 @@ export class EntityHandle<R extends Row = Row> {
       const res = await tx.query<R>(sql, values);
       out = res.rows[0];
       // Private to the transaction; invalidated everywhere at COMMIT. No row, nothing changed.
-      if (out !== undefined) tx.set(this.key(out[this.entity.key] as Id), out);
+      if (out !== undefined) tx.set(this.key((out as Row)[this.entity.key] as Id), out);
     });
     return out;
   }
@@ -209,7 +220,7 @@ export class EntityHandle<R extends Row = Row> {
   /** The registered columns of a patch (UnknownEntityError for any other). */
   #columns(patch: Partial<R>, allowKey: boolean): string[] {
     if (patch === null || typeof patch !== 'object') throw new InvalidValueError(`${this.entity.name}: a row must be an object`);
-    const cols = Object.keys(patch).filter((c) => patch[c] !== undefined);
+    const cols = Object.keys(patch).filter((c) => (patch as Row)[c] !== undefined);
     this.#registry.assertColumns(this.entity, cols);
     if (!allowKey && cols.includes(this.entity.key)) {
       throw new InvalidValueError(`${this.entity.name}.update: the key column ${this.entity.key} cannot be changed`);
@@ -234,7 +245,7 @@ const perCache = new WeakMap<object, Entities>();
  * `cache.entity(definition)` registers a table and returns its handle; `cache.entity(name)`
  * returns the handle of a registered one (UnknownEntityError otherwise).
  */
-export function entityOf<R extends Row>(core: CacheCore<{}>, def: EntityDefinition | string, pool: () => pg.Pool): EntityHandle<R> {
+export function entityOf<R extends RowShape>(core: CacheCore<{}>, def: EntityDefinition | string, pool: () => pg.Pool): EntityHandle<R> {
   let ents = perCache.get(core);
   if (ents === undefined) perCache.set(core, (ents = { registry: new EntityRegistry(), handles: new Map() }));
   if (typeof def === 'string') {

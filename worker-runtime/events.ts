@@ -35,6 +35,8 @@ export interface CacheStats {
   loadErrors: number;
   /** Loads whose result was returned but not stored because an invalidation overtook them (I1). */
   loadsDiscarded: number;
+  /** Loads that took longer than their timeout (rejected with LoadTimeoutError; counted in loadErrors too). */
+  loadTimeouts: number;
   evictions: { evict: number; expire: number };
   invalidationsPublished: number;
   entriesPublished: number;
@@ -50,7 +52,7 @@ export interface CacheStats {
 
 export function newStats(): CacheStats {
   return {
-    hits: 0, misses: 0, loads: 0, loadErrors: 0, loadsDiscarded: 0,
+    hits: 0, misses: 0, loads: 0, loadErrors: 0, loadsDiscarded: 0, loadTimeouts: 0,
     evictions: { evict: 0, expire: 0 },
     invalidationsPublished: 0, entriesPublished: 0, publishErrors: 0,
     entriesReceived: 0, keysDropped: 0,

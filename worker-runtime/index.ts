@@ -1,17 +1,17 @@
 /** cachebus public API. */
-export { createCache, Cache, type Awaitable, type Loader, type EntryOptions } from './cache.js';
-export type { CacheOptions } from './options.js';
+export { createCache, Cache, type Awaitable, type Loader, type Cacheable, type EntryOptions } from './cache.js';
+export type { CacheOptions, Duration, Logger } from './options.js';
 export type { CacheEvents, CacheEventName, CacheStats, DropReason, ClearCause } from './events.js';
 export type { PolicyName } from './policies/types.js';
 export {
   errors, CachebusError, InvalidOptionError, InvalidKeyError, InvalidValueError, PublishError,
-  ClosedError, ConnectionError, BadEntryError, type BadEntryReason,
+  ClosedError, ConnectionError, BadEntryError, LoadTimeoutError, type BadEntryReason,
 } from '../bus/errors.js';
 export type { GapCause, ReaderStatus } from '../bus/reader.js';
 export { PROTOCOL_VERSION, type Invalidation } from '../bus/wire.js';
 export { DependencyGraph, type DependencyRule } from './dependencies.js';
 export { Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
-export { EntityHandle, type Row, type Id } from './entity.js';
+export { EntityHandle, type Row, type RowShape, type Id } from './entity.js';
 export type { Entity, EntityDefinition } from '../bus/entities.js';
 export type { PgInput } from '../bus/pg.js';
 export { UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError } from '../bus/errors.js';

@@ -6,6 +6,22 @@ import type { PolicyName } from './policies/types.js';
 import { RELAY_MODES, type RelayMode } from './relay-client.js';
 import { validateStaleSampler, type StaleCheck } from './stale-sampler.js';
 
+/**
+ * A length of time: ms as a number, or a string with a unit, as in `'500ms'`, `'30s'`, `'5m'`,
+ * `'1h'`, `'1d'` (also fractions: `'1.5h'`). Strings are converted to whole ms once, up front.
+ */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
+
+/**
+ * Where background errors go when nobody listens to the cache's `error` event: any object with
+ * pino's `error(obj, msg)`/`warn(obj, msg)` shape (pino, bunyan-style loggers, or `console`).
+ * Called as `logger.error({ err, namespace }, message)`.
+ */
+export interface Logger {
+  error(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
 export interface CacheOptions<V = unknown> {
   /**
    * Redis to carry invalidations: a URL (`redis://user:pass@host:6379/0`, `rediss://` for TLS),
@@ -13,43 +29,54 @@ export interface CacheOptions<V = unknown> {
    * `false` runs a local-only cache with no bus (each process on its own).
    * @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'`
    */
-  redis?: RedisInput | false;
+  redis?: RedisInput | false | undefined;
   /** Caches that share a namespace invalidate each other. Required. */
   namespace: string;
   /** @defaultValue `'cachebus'` */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Eviction policy of the local store. @defaultValue `'lru'` */
-  policy?: PolicyName;
+  policy?: PolicyName | undefined;
   /** Most entries held locally. One of maxEntries, maxBytes (or ttl, for policy 'ttl') is required. */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
   /** Most bytes held locally, as measured by `sizeOf`. */
-  maxBytes?: number;
+  maxBytes?: number | undefined;
   /** Size of an entry in bytes. @defaultValue UTF-8 length of `JSON.stringify(value)` plus the key */
-  sizeOf?: (value: V, key: string) => number;
-  /** Default time to live of an entry, ms. @defaultValue none */
-  ttl?: number;
+  sizeOf?: ((value: V, key: string) => number) | undefined;
+  /** Default time to live of an entry: ms, or a string such as `'30s'`, `'1h'`. @defaultValue none */
+  ttl?: Duration | undefined;
+  /**
+   * Longest a loader may take (ms or `'5s'`): past it `get` rejects with LoadTimeoutError
+   * (E_LOAD_TIMEOUT) for every caller of that load, and its late result is not stored.
+   * Overridden per call by the entry's `timeout`. @defaultValue none (loads may take any time)
+   */
+  timeout?: Duration | undefined;
+  /**
+   * Receives background errors (bus reconnects, listener errors…) when no `error` listener is
+   * attached, instead of `console.error`. @defaultValue console, one line per distinct message
+   */
+  logger?: Logger | undefined;
   /**
    * Bounded staleness (invariant I3): when the bus reader has not been provably caught up for
    * this long, local entries are not served and loads are not stored.
    * @defaultValue `10_000`
    */
-  maxStaleMs?: number;
+  maxStaleMs?: number | undefined;
   /** HMAC secret: when set, entries are signed and unsigned or badly signed entries are skipped. */
-  secret?: string | Buffer;
+  secret?: string | Buffer | undefined;
   /** Longest key or tag accepted, in bytes. @defaultValue `1024` */
-  maxKeyBytes?: number;
+  maxKeyBytes?: number | undefined;
   /** Largest stream entry written or accepted, in bytes. @defaultValue `65_536` */
-  maxEntryBytes?: number;
+  maxEntryBytes?: number | undefined;
   /** Approximate MAXLEN retention of the stream; 0 for none. @defaultValue `100_000` */
-  streamMaxLen?: number;
+  streamMaxLen?: number | undefined;
   /** When set, MINID retention of this many ms instead of MAXLEN. @defaultValue none */
-  streamMaxAgeMs?: number;
+  streamMaxAgeMs?: number | undefined;
   /** Most entries one XREAD returns. @defaultValue `1000` */
-  readCount?: number;
+  readCount?: number | undefined;
   /** XREAD BLOCK timeout, ms. @defaultValue `min(2000, maxStaleMs / 4)` */
-  blockMs?: number;
+  blockMs?: number | undefined;
   /** How long `createCache` waits for Redis before it rejects with ConnectionError. @defaultValue `10_000` */
-  connectTimeoutMs?: number;
+  connectTimeoutMs?: number | undefined;
   /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
@@ -58,27 +85,27 @@ export interface CacheOptions<V = unknown> {
    * uses the cache's own (non-blocking) connection.
    * @defaultValue `'auto'`
    */
-  relay?: RelayMode;
+  relay?: RelayMode | undefined;
   /**
    * Postgres for entities and `cache.transaction(fn)`: a `pg.Pool` (not closed by `close()`) or a
    * connection string (a pool of 4 is opened on first use and closed by `close()`).
    * @defaultValue `process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'`
    */
-  pg?: PgInput;
+  pg?: PgInput | undefined;
   /**
    * Stale-read sampler: the fraction of local hits (0 to 1) re-checked against their source off
    * the hot path (see docs/metrics.md). 0 installs nothing on the hit path.
    * @defaultValue `0`
    */
-  staleSampleRate?: number;
+  staleSampleRate?: number | undefined;
   /** Most stale checks in flight; hits sampled beyond it are skipped and counted. @defaultValue `2` */
-  staleSampleConcurrency?: number;
+  staleSampleConcurrency?: number | undefined;
   /**
    * How a sampled hit is checked: `{ compare(cached, fresh, key) }` after re-running the loader
    * passed to `get`, or `{ check(key, cached) }` of its own (e.g. an entity version compare).
    * @defaultValue re-run the loader and compare the JSON of both values
    */
-  staleCheck?: StaleCheck<V>;
+  staleCheck?: StaleCheck<V> | undefined;
 }
 
 export const kCacheDefaults = {
@@ -93,7 +120,31 @@ export const kCacheDefaults = {
 } as const satisfies Partial<CacheOptions>;
 
 type Defaulted = 'prefix' | 'policy' | 'maxStaleMs' | 'maxKeyBytes' | 'maxEntryBytes' | 'streamMaxLen' | 'readCount' | 'blockMs' | 'redis' | 'relay';
-export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted> & Required<Pick<CacheOptions<V>, Defaulted>>;
+export type ResolvedOptions<V> = Omit<CacheOptions<V>, Defaulted | 'ttl' | 'timeout'> & Required<Pick<CacheOptions<V>, Defaulted>> & {
+  /** In ms. */
+  ttl?: number;
+  /** In ms. */
+  timeout?: number;
+};
+
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
+
+/**
+ * A Duration in whole ms (at least 1), or InvalidOptionError naming `name`. Numbers must be
+ * positive integers; strings a positive number and a unit (ms, s, m, h, d).
+ */
+export function durationMs(v: unknown, name: string): number {
+  if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  if (typeof v === 'string') {
+    const m = DURATION.exec(v.trim());
+    if (m !== null) {
+      const ms = Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+      if (ms >= 1 && Number.isSafeInteger(ms)) return ms;
+    }
+  }
+  throw new InvalidOptionError(`${name} must be a positive integer of ms or a duration such as '30s', '5m', '1h' (got ${typeof v === 'string' ? JSON.stringify(v) : String(v)})`);
+}
 
 const POLICIES: readonly PolicyName[] = ['lru', 'lfu', 'fifo', 'ttl'];
 
@@ -112,12 +163,19 @@ export const defaultSizeOf = (value: unknown, key: string): number => {
 
 export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
-  const o = { ...kCacheDefaults, ...user } as ResolvedOptions<V>;
+  // An option given as undefined is an option not given (its default applies).
+  const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as CacheOptions<V>;
+  const o = { ...kCacheDefaults, ...given } as ResolvedOptions<V>;
   assertNamespace(o.namespace);
+  if (given.ttl !== undefined) o.ttl = durationMs(given.ttl, 'options.ttl');
+  if (given.timeout !== undefined) o.timeout = durationMs(given.timeout, 'options.timeout');
+  if (o.logger !== undefined && (typeof o.logger !== 'object' || o.logger === null || typeof o.logger.error !== 'function' || typeof o.logger.warn !== 'function')) {
+    throw new InvalidOptionError('options.logger must be an object with error(obj, msg) and warn(obj, msg) methods (pino-compatible)');
+  }
   if (!POLICIES.includes(o.policy)) {
     throw new InvalidOptionError(`options.policy must be one of ${POLICIES.join(', ')} (got ${String(o.policy)})`);
   }
-  for (const n of ['maxEntries', 'maxBytes', 'ttl', 'maxStaleMs', 'maxKeyBytes', 'maxEntryBytes', 'readCount', 'blockMs', 'streamMaxAgeMs', 'connectTimeoutMs'] as const) {
+  for (const n of ['maxEntries', 'maxBytes', 'maxStaleMs', 'maxKeyBytes', 'maxEntryBytes', 'readCount', 'blockMs', 'streamMaxAgeMs', 'connectTimeoutMs'] as const) {
     positiveInt(o as Record<string, unknown>, n);
   }
   positiveInt(o as Record<string, unknown>, 'streamMaxLen', true);

@@ -8,7 +8,7 @@ const handles = new WeakMap<object, PgHandle>();
  * The cache's Postgres pool (options.pg), opened on first use and closed with the cache when
  * cachebus opened it (a pool passed in is left to its owner).
  */
-export function poolOf<V extends {}>(core: CacheCore<V>, input: PgInput | undefined): pg.Pool {
+export function poolOf<V extends {} | null>(core: CacheCore<V>, input: PgInput | undefined): pg.Pool {
   let h = handles.get(core);
   if (h === undefined) {
     const opened = openPg(input);

@@ -92,7 +92,7 @@ if (!isMainThread) {
  * }
  * ```
  */
-export function threadCache<V extends {} = {}>(options: CacheOptions<V>): Promise<Cache<V>> {
+export function threadCache<V extends {} | null = {} | null>(options: CacheOptions<V>): Promise<Cache<V>> {
   const id = `${options.prefix ?? ''}\0${options.namespace}`;
   const existing = caches.get(id) as Promise<Cache<V>> | undefined;
   if (existing !== undefined) return existing;

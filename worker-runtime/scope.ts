@@ -25,7 +25,7 @@ export interface Scope<V> {
  * What batch, transaction and entity code needs from the cache beyond its public API. Built by
  * the cache; not exported to users.
  */
-export interface CacheCore<V extends {}> {
+export interface CacheCore<V extends {} | null> {
   readonly cache: Cache<V>;
   readonly scopes: AsyncLocalStorage<Scope<V>>;
   /** Publishes, bypassing any scope (the caller already applied it locally). */
@@ -73,7 +73,7 @@ export class HeldInvalidations {
  * maxEntryBytes) when `fn` settles, whether it resolves or throws. A batch inside a batch or a
  * transaction joins the outer one.
  */
-export async function runBatch<V extends {}, T>(core: CacheCore<V>, fn: () => Awaitable<T>): Promise<T> {
+export async function runBatch<V extends {} | null, T>(core: CacheCore<V>, fn: () => Awaitable<T>): Promise<T> {
   if (core.scopes.getStore() !== undefined) return await fn();
   const held = new HeldInvalidations();
   const scope: Scope<V> = { hold: (inv) => held.add(inv) };

@@ -39,7 +39,7 @@ interface PrivateEntry<V> {
  * COMMIT succeeds; after ROLLBACK, a thrown error or a failed COMMIT they are discarded.
  * Values loaded or set inside stay private to the transaction: they may reflect uncommitted rows.
  */
-export class Transaction<V extends {} = {}> implements Scope<V> {
+export class Transaction<V extends {} | null = {} | null> implements Scope<V> {
   /** The connection the transaction runs on. */
   readonly client: pg.ClientBase;
   readonly #core: CacheCore<V>;
@@ -69,7 +69,11 @@ export class Transaction<V extends {} = {}> implements Scope<V> {
    * it depends on was changed in this transaction, else `loader` (which should use `tx.query`).
    * What it loads stays private to the transaction.
    */
-  get(key: string, loader: Loader<V>, options?: EntryOptions): Promise<V | undefined> {
+  get<T extends V = V>(key: string, loader: Loader<T>, options?: EntryOptions): Promise<T | undefined> {
+    return this.#get(key, loader, options) as Promise<T | undefined>; // the loader's type, as cache.get
+  }
+
+  #get(key: string, loader: Loader<V>, options?: EntryOptions): Promise<V | undefined> {
     const own = this.#private.get(key);
     if (own !== undefined) return Promise.resolve(own.value);
     if (!this.#isDirty(key)) {
@@ -248,7 +252,7 @@ export function commitSurelyFailed(err: unknown, connectionError: Error | undefi
  * nothing and drops the touched keys locally. A COMMIT whose outcome is unknown (connection lost
  * after it was sent) publishes, then throws TransactionOutcomeUnknownError.
  */
-export async function runTransaction<V extends {}, T>(
+export async function runTransaction<V extends {} | null, T>(
   core: CacheCore<V>,
   db: TransactionDb,
   fn: (tx: Transaction<V>) => Promise<T> | T,

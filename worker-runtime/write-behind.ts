@@ -20,7 +20,7 @@ export interface WriteBehindOptions extends WriterOptions {
    * Postgres for reading rows that are not pending (`get`): a pool (left open) or a URL.
    * @defaultValue `process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'`
    */
-  readonly pg?: PgInput;
+  readonly pg?: PgInput | undefined;
 }
 
 /** What `write` resolves with. */
@@ -182,7 +182,7 @@ export function assertWriteThrough(cache: object, entity: string, operation: str
  * and Postgres is written later by the flusher (`cachebus sidecar`, or an embedded `Flusher`).
  * Create it with `writeBehind(cache, definition)`.
  */
-export class WriteBehindEntity<R extends Row = Row> {
+export class WriteBehindEntity<R extends object = Row> {
   readonly entity: Entity;
   readonly #cache: Cache<{}>;
   readonly #writer: WriteBehindWriter;
@@ -230,12 +230,12 @@ export class WriteBehindEntity<R extends Row = Row> {
     // The key as Postgres prints it (issue 12 case 12): '007' and 7 are one row, one cache key.
     const key = this.entity.key;
     if (row !== null && typeof row === 'object' && key in row) {
-      const given = row[key];
+      const given = (row as Record<string, unknown>)[key];
       const canon = await this.#canonical(given);
       if (canon !== String(given)) row = { ...row, [key]: canon }; // a 7 stays the number 7; '007' becomes '7'
     }
     // The row and its cache key are validated before the script runs: a rejected write changed nothing.
-    const p = await this.#writer.write(row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
+    const p = await this.#writer.write(row as Row, (id) => this.#cache.assertKey(this.entity.cacheKey(id)));
     // The script made the row durable AND appended its invalidation (one atomic step, I4): only
     // this process's copy is left to update (its loads of the key in flight are poisoned).
     this.#cache.setLocal(this.entity.cacheKey(p.id), pendingToRow(this.entity, p));
@@ -268,8 +268,8 @@ export class WriteBehindEntity<R extends Row = Row> {
   }
 
   async #load(id: string | number): Promise<R | undefined> {
-    const res = await this.#pg.pool.query<R>(this.#select, [id]);
-    return res.rows[0];
+    const res = await this.#pg.pool.query<Row>(this.#select, [id]);
+    return res.rows[0] as R | undefined;
   }
 
   /** @internal */
@@ -282,8 +282,8 @@ export class WriteBehindEntity<R extends Row = Row> {
  * the overlay-first miss hook (I6), and warns once (CACHEBUS_WB_DURABILITY) when Redis is not
  * configured for durability (noeviction + AOF).
  */
-export async function writeBehind<R extends Row = Row>(
-  cache: Cache<{}>,
+export async function writeBehind<R extends object = Row>(
+  cache: Cache<any>, // any cache, whatever its value type
   definition: EntityDefinition | { readonly entity: Entity },
   options: WriteBehindOptions = {},
 ): Promise<WriteBehindEntity<R>> {
@@ -294,10 +294,7 @@ export async function writeBehind<R extends Row = Row>(
   if (hook.handles.has(entity.name)) throw new InvalidOptionError(`entity ${entity.name} is already write-behind on this cache`);
   const shared = writeBehindShared(bus.keys);
   const ticks = new TickQueue(bus.client, shared.queueName, shared.queuePrefix);
-  const onError = (err: unknown): void => {
-    if (cache.listenerCount('error') > 0) cache.emit('error', err);
-    else console.error(`[cachebus:${cache.namespace}] write-behind ${entity.name}: ${(err as Error)?.message ?? err}`);
-  };
+  const onError = (err: unknown): void => cache.reportError(err); // error event, else options.logger, else stderr
   const writer = new WriteBehindWriter(bus.client, bus.keys, entity, ticks, options, onError, (keys) => bus.appendArgsFor({ keys }));
   await publishDefinition(bus.client, shared, entity);
   await warnIfNotDurable(bus.client);
@@ -320,11 +317,11 @@ export function writeBehindOf(cache: object, entity: string): WriteBehindEntity 
  * resolves with it as stored (version set). InvalidOptionError if `writeBehind(cache, handle)`
  * was not called for the entity.
  */
-export async function upsertBehind<R extends Row>(cache: object, entity: string, row: R): Promise<R> {
+export async function upsertBehind<R extends object>(cache: object, entity: string, row: R): Promise<R> {
   const h = writeBehindOf(cache, entity);
   if (h === undefined) {
     throw new InvalidOptionError(`entity ${entity} is not write-behind on this cache: call writeBehind(cache, cache.entity(...)) first`);
   }
-  const { version } = await h.write(row);
+  const { version } = await h.write(row as Row);
   return { ...row, [h.entity.version!]: version };
 }

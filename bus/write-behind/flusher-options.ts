@@ -7,13 +7,13 @@ import { UPSERT_METHODS, type UpsertMethod } from './upsert.js';
 
 export interface FlusherOptions {
   /** Redis holding the overlay and the queue. @defaultValue `process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'` */
-  readonly redis?: RedisInput;
+  readonly redis?: RedisInput | undefined;
   /** Namespace of the caches whose writes this flusher applies. Required. */
   readonly namespace: string;
   /** @defaultValue `'cachebus'` */
   readonly prefix?: string;
   /** Postgres to write to: a pool (left open) or a connection string. @defaultValue `process.env.DATABASE_URL` */
-  readonly pg?: PgInput;
+  readonly pg?: PgInput | undefined;
   /**
    * Entities to flush. When left out, the flusher flushes every entity writers registered in
    * Redis (`<prefix>:{<namespace>}:wb:entities`), and picks up new ones at each sweep.
@@ -72,7 +72,8 @@ export type ResolvedFlusherOptions = FlusherOptions & Required<Omit<FlusherOptio
 
 export function resolveFlusherOptions(user: FlusherOptions): ResolvedFlusherOptions {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
-  const o = { ...kFlusherDefaults, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...user } as ResolvedFlusherOptions;
+  const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as FlusherOptions; // undefined: the default
+  const o = { ...kFlusherDefaults, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...given } as ResolvedFlusherOptions;
   assertNamespace(o.namespace);
   const int = (name: keyof FlusherOptions, min: number, max = Number.MAX_SAFE_INTEGER): void => {
     const v = o[name];

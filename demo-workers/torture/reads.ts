@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { writeBehind, type Cache, type WriteBehindEntity } from '../../worker-runtime/index.js';
+import { writeBehind, type Cache, type EntityHandle, type WriteBehindEntity } from '../../worker-runtime/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureWorkerConfig } from './layout.js';
 
 export type Value = { v?: number; version?: string | number };
@@ -8,7 +8,7 @@ export const versionOf = (x: Value | undefined): number => (x === undefined ? -1
 
 export interface Paths {
   readonly wb: WriteBehindEntity;
-  readonly ent: ReturnType<Cache<{}>['entity']>;
+  readonly ent: EntityHandle<{ id: number; name: string; price: number; version: string }>;
   read(id: number): Promise<ReadAnswer>;
 }
 
@@ -20,7 +20,7 @@ export async function paths(cache: Cache<Value>, pool: pg.Pool, cfg: TortureWork
   const table = `"${cfg.schema}".products`;
   const def = { table: `${cfg.schema}.products`, key: 'id', version: 'version', columns: ['name', 'price'] };
   const wb = await writeBehind(cache as Cache<{}>, { ...def, name: 'wb' }, { pg: pool });
-  const ent = (cache as Cache<{}>).entity({ ...def, name: 'ent' });
+  const ent = (cache as Cache).entity<{ id: number; name: string; price: number; version: string }>({ ...def, name: 'ent' });
   const loadVersion = async (id: number): Promise<Value | undefined> => {
     const r = await pool.query<{ version: string }>(`SELECT version FROM ${table} WHERE id = $1`, [id]);
     return r.rows[0] === undefined ? undefined : { v: Number(r.rows[0].version) };
