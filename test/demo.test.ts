@@ -118,7 +118,7 @@ describe('npm run demo', () => {
     }
     expect(report.ok).toBe(true);
     expect(await leftovers(report.infra.prefix, report.infra.schema)).toEqual({ schemas: 0, keys: 0 });
-  });
+  }, 120_000);
 
   it('Ctrl-C stops the workers and cleans up, then exits with 130', async () => {
     let sent = false;
