@@ -202,8 +202,9 @@ describe('liveness and robustness', () => {
     proxy.release();
     await until(async () => (await stats(w)).servable, 15_000, 'reader recovered');
     await w.call('get', { key: 'k', value: 'old' });
+    const received = w.wait('received', () => true, 10_000); // listening before the entry can arrive
     await pub.invalidate('k');
-    await w.wait('received', () => true, 10_000);
+    await received;
     expect(await w.call('peek', { key: 'k' })).toBeNull();
   });
 
@@ -213,8 +214,9 @@ describe('liveness and robustness', () => {
     await w.call('get', { key: 'k', value: 'old' });
     await w.call('get', { key: 'k2', value: 'old' });
     await raw.script('FLUSH');
+    const received = w.wait('received', () => true, 10_000); // listening before the entry can arrive
     await pub.invalidate('k');
-    await w.wait('received', () => true, 10_000);
+    await received;
     expect(await w.call('peek', { key: 'k' })).toBeNull();
     await pub.invalidate('k2');
     await until(async () => (await w.call('peek', { key: 'k2' })) === null, 10_000, 'k2 dropped');
@@ -282,8 +284,9 @@ describe('liveness and robustness', () => {
     expect(a.bus!.backlog).toBe(1);
     expect(a.servable).toBe(false);
     expect(a.peek('other')).toBeUndefined();
+    const received = b.wait('received', () => true, 10_000);
     await raw.call('ACL', 'SETUSER', 'app', '+@all');
-    await b.wait('received', () => true, 10_000);
+    await received;
     expect(await b.call('peek', { key: 'k' })).toBeNull();
     await until(() => a.bus!.backlog === 0 && a.servable, 10_000, 'backlog published');
     void appUrl;
