@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
-import { connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
+import { closeClient, connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
 import { ConnectionError } from './errors.js';
 import { busKeys, type BusKeys } from './keys.js';
 import { Publisher } from './publisher.js';
@@ -136,10 +136,7 @@ export class Bus {
       await this.#publisher.flushed();
       this.#publisher.close();
       await this.#reader?.close();
-      if (this.#owned) {
-        if (this.client.status !== 'ready') this.client.disconnect();
-        else await this.client.quit().catch(() => this.client.disconnect());
-      }
+      if (this.#owned) await closeClient(this.client);
     })();
     return this.#closing;
   }

@@ -76,3 +76,23 @@ export function parseInfo(text: string): Map<string, string> {
   }
   return out;
 }
+
+/**
+ * Closes a connection cachebus owns: QUIT when it is ready (pending replies arrive first), but
+ * never waits more than `ms` for it — a stalled connection (a silent partition) would never
+ * answer — and then drops it.
+ */
+export async function closeClient(client: RedisClient, ms = 1000): Promise<void> {
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); });
+  try {
+    await Promise.race([client.quit().then(() => undefined, () => undefined), late]);
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}

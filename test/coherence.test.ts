@@ -224,6 +224,16 @@ describe('liveness and robustness', () => {
     expect(Object.values(s.gaps).reduce((a, b) => a + b, 0)).toBe(0);
   });
 
+  it('close() returns even when the connection is stalled (a silent partition): QUIT is not waited for', async () => {
+    proxy = await ChaosProxy.start(redis.port);
+    const c = await createCache<{}>({ redis: proxy.url, namespace: 'shop', prefix, maxEntries: 10 });
+    await c.get('k', () => 'v');
+    proxy.hold();
+    const started = Date.now();
+    await c.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it('11. keys with quotes, backslashes and control characters are sized as encoded: every reader applies them', async () => {
     const a = await cache({ maxEntryBytes: 4096, maxKeyBytes: 256 });
     const b = await cache({ maxEntryBytes: 4096, maxKeyBytes: 256 });

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { backoff, connect, type RedisClient, type RedisInput } from '../connection.js';
+import { backoff, closeClient, connect, type RedisClient, type RedisInput } from '../connection.js';
 import { InvalidOptionError } from '../errors.js';
 import { busKeys } from '../keys.js';
 import { newOrigin } from '../bus.js';
@@ -143,7 +143,7 @@ export class OutboxRelay implements SidecarService {
         l.release();
       }
       if (this.#pg !== undefined) await closePg(this.#pg);
-      if (this.#ownsRedis && this.#redis !== undefined) await this.#redis.quit().catch(() => this.#redis?.disconnect());
+      if (this.#ownsRedis && this.#redis !== undefined) await closeClient(this.#redis);
     })();
     return this.#stopped;
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { errorReporter } from '../report-error.js';
 import { EventEmitter } from 'node:events';
 import { Bus } from '../bus.js';
-import { connect, type RedisClient, type RedisInput } from '../connection.js';
+import { closeClient, connect, type RedisClient, type RedisInput } from '../connection.js';
 import { ClosedError, ConnectionError, InvalidOptionError } from '../errors.js';
 import type { GapCause, ReaderHandlers, ReaderStatus } from '../reader.js';
 import type { DecodedEntry } from '../wire.js';
@@ -182,8 +182,7 @@ export class RelayHub extends EventEmitter<RelayHubEvents> {
       await Promise.allSettled([...this.#topics.values()].map(async (t) => (t.bus ?? (await t.opening?.catch(() => undefined)))?.close()));
       const c = this.#client;
       if (c && this.#owned) {
-        if (c.status === 'ready') await c.quit().catch(() => c.disconnect());
-        else c.disconnect();
+        await closeClient(c);
       }
     })();
     return this.#closing;

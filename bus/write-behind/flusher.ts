@@ -3,7 +3,7 @@ import { errorReporter } from '../report-error.js';
 import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { newOrigin } from '../bus.js';
-import { connect, duplicateForBullmq, type RedisClient } from '../connection.js';
+import { closeClient, connect, duplicateForBullmq, type RedisClient } from '../connection.js';
 import { defineEntity, type Entity } from '../entities.js';
 import { UnknownEntityError } from '../errors.js';
 import { busKeys, writeBehindKeys, writeBehindShared, type BusKeys } from '../keys.js';
@@ -188,7 +188,7 @@ export class Flusher extends EventEmitter<FlusherEvents> {
       await Promise.all([...this.#entities.values()].map((e) => e.stop()));
       await this.#publisher.flushed();
       await closePg(this.#pg).catch(() => undefined);
-      if (this.#ownedClient) await this.#client.quit().catch(() => this.#client.disconnect());
+      if (this.#ownedClient) await closeClient(this.#client);
     })();
     return this.#closing;
   }

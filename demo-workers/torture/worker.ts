@@ -19,9 +19,21 @@ const table = `"${cfg.schema}".products`;
 const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 
-const cache: Cache<Value> = await createCache<Value>({
-  redis: redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
-});
+/** The worker's cache; opening is tried again while Redis is stalled or restarting under the nemesis. */
+async function openCache(): Promise<Cache<Value>> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return await createCache<Value>({
+        redis: redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
+      });
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+const cache: Cache<Value> = await openCache();
 cache.on('error', () => undefined);
 const { wb, ent, read } = await paths(cache, pool, cfg);
 const threads = createCachePool<number, ReadAnswer>({
@@ -119,9 +131,9 @@ onShutdown(() => closeCachePool(threads));
 onShutdown(async () => { await wb.close(); await cache.close(); await pool.end().catch(() => undefined); });
 
 // Ready once the thread has its cache: the load and the faults start when every cache is up.
-const deadline = Date.now() + 30_000;
+const deadline = Date.now() + 60_000;
 while ((await threadStats(threads, 1_000)).length < 1) {
-  if (Date.now() > deadline) throw new Error('the piscina thread did not create its cache within 30 s');
+  if (Date.now() > deadline) throw new Error('the piscina thread did not create its cache within 60 s');
   await threads.run(1).catch(() => undefined);
 }
 workerReady({ port: (server.address() as AddressInfo).port, pid: process.pid } satisfies TortureReady);
