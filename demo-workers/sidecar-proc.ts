@@ -17,6 +17,26 @@ export async function cachebus(args: string[]): Promise<string> {
   }
 }
 
+/**
+ * Resolves once a `cachebus sidecar` process says it is running; rejects (and kills it) when it
+ * exits first or is not running within `ms`. `output` is what it printed so far.
+ */
+export function sidecarStarted(proc: ChildProcess, output: () => string, ms: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`cachebus sidecar did not start within ${ms / 1000} s`)), ms);
+    const check = (): void => { if (/running/.test(output())) done(); };
+    const exit = (code: number | null): void => done(new Error(`cachebus sidecar exited (${code}) while starting: ${output().trim()}`));
+    function done(err?: Error): void {
+      clearTimeout(timer);
+      proc.stdout!.off('data', check);
+      proc.off('exit', exit);
+      if (err) { proc.kill('SIGKILL'); reject(err); } else resolve();
+    }
+    proc.stdout!.on('data', check);
+    proc.once('exit', exit);
+  });
+}
+
 /** A `cachebus sidecar` child process (outbox relay + write-behind flusher), stopped by PID. */
 export class SidecarProcess {
   readonly #proc: ChildProcess;
@@ -40,19 +60,7 @@ export class SidecarProcess {
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => done(new Error('cachebus sidecar did not start within 30 s')), 30_000);
-        const check = (): void => { if (/running/.test(out)) done(); };
-        const exit = (code: number | null): void => done(new Error(`cachebus sidecar exited (${code}): ${out.trim()}`));
-        function done(err?: Error): void {
-          clearTimeout(timer);
-          proc.stdout!.off('data', check);
-          proc.off('exit', exit);
-          if (err) { proc.kill('SIGKILL'); reject(err); } else resolve();
-        }
-        proc.stdout!.on('data', check);
-        proc.once('exit', exit);
-      });
+      await sidecarStarted(proc, () => out, 30_000);
     } finally {
       proc.stdout!.off('data', onData);
       proc.stderr!.off('data', onData);

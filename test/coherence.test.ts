@@ -11,7 +11,7 @@ import { appendArgs, publishScript } from '../bus/lua-append.js';
 import { WorkerProc } from './helpers/procs.js';
 import { ChaosProxy } from './helpers/proxy.js';
 import { randomPrefix, TestRedis } from './helpers/redis.js';
-import { until, waitForEvent } from './helpers/wait.js';
+import { until } from './helpers/wait.js';
 
 let redis: TestRedis;
 let raw: Redis;
@@ -282,7 +282,6 @@ describe('liveness and robustness', () => {
 
   it('14. a failed publish is kept and published once Redis answers; the publisher serves nothing meanwhile', async () => {
     await raw.call('ACL', 'SETUSER', 'app', 'on', '>pw', '~*', '&*', '+@all');
-    const appUrl = `redis://app:pw@127.0.0.1:${redis.port}`;
     const a = await createCache<{}>({ redis: { host: '127.0.0.1', port: redis.port, username: 'app', password: 'pw', maxRetriesPerRequest: 1 }, namespace: 'shop', prefix, maxEntries: 100 });
     caches.push(a);
     const b = await worker(redis.url);
@@ -299,7 +298,6 @@ describe('liveness and robustness', () => {
     await received;
     expect(await b.call('peek', { key: 'k' })).toBeNull();
     await until(() => a.bus!.backlog === 0 && a.servable, 10_000, 'backlog published');
-    void appUrl;
   });
 
   it('14b. past maxBacklog the backlog becomes one namespace clear', async () => {
@@ -324,4 +322,3 @@ describe('liveness and robustness', () => {
   });
 });
 
-void waitForEvent;

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, pingRedis } from '../redis-server.js';
-import { CLI } from '../sidecar-proc.js';
+import { CLI, sidecarStarted } from '../sidecar-proc.js';
 
 /** Called when a process the torture owns exits without the nemesis (or the shutdown) asking. */
 export type OnCrash = (what: string, detail: string) => void;
@@ -111,19 +111,7 @@ export class TortureSidecar {
     const onData = (d: Buffer): void => { out = (out + d.toString()).slice(-8_000); };
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error('sidecar did not start within 20 s')), 20_000);
-      const check = (): void => { if (/running/.test(out)) done(); };
-      const exit = (code: number | null): void => done(new Error(`sidecar exited (${code}) while starting: ${out.trim()}`));
-      function done(err?: Error): void {
-        clearTimeout(timer);
-        proc.stdout!.off('data', check);
-        proc.off('exit', exit);
-        if (err) { proc.kill('SIGKILL'); reject(err); } else resolve();
-      }
-      proc.stdout!.on('data', check);
-      proc.once('exit', exit);
-    });
+    await sidecarStarted(proc, () => out, 20_000);
     proc.once('exit', (code, signal) => {
       if (this.#proc === proc) this.#proc = undefined;
       if (this.#expected.delete(proc.pid!)) return;
