@@ -145,15 +145,18 @@ describe('I3: a proof is as old as the read that produced it', () => {
   }
 
   it('4. a worker frozen (SIGSTOP) past maxStaleMs does not serve the old value on resume', async () => {
-    const pub = await cache();
+    // The worker's reader is the only stream reader on this server (the entry is published
+    // through the library's script from a plain connection), so CLIENT LIST shows its state.
     const w = await worker(redis.url, { maxStaleMs: 500 }); // blockMs 125
     await w.call('get', { key: 'k', value: 'old' });
     const events = order(w);
+    const readerBlocked = async (): Promise<boolean> =>
+      String(await raw.call('CLIENT', 'LIST', 'TYPE', 'normal')).split('\n').some((l) => l.includes(' name=cachebus:shop:reader ') && / flags=\w*b/.test(l));
     await freeze(w.child.pid!, 1500, async () => {
-      // First let the worker's pending XREAD time out inside Redis (its empty answer waits in the
-      // socket), then invalidate: the answer processed on resume is older than the invalidation.
-      await new Promise((r) => setTimeout(r, 400));
-      await pub.invalidate('k');
+      // First the worker's pending XREAD times out inside Redis (its empty answer waits in the
+      // socket), then the invalidation: the answer processed on resume is older than it.
+      await until(async () => !(await readerBlocked()), 1000, 'the frozen reader\'s XREAD to time out in Redis');
+      await publishScript.run(raw, [stream], appendArgs([['v', '1', 'o', 'test', 'k', '["k"]']], { kind: '' }));
     });
     // The very first request after SIGCONT, whatever the reader has processed by then.
     expect(await w.call('peek', { key: 'k' })).toBeNull();
