@@ -19,7 +19,11 @@ const failed = extra.filter((e) => e.failed).length + (report.numFailedTests ?? 
 const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
 for (const suite of report.testResults ?? []) {
   for (const t of suite.assertionResults ?? []) {
-    if (t.status === 'failed') console.log(`FAILED: ${suite.name.replace(process.cwd() + '/', '')} > ${t.fullName}`);
+    if (t.status !== 'failed') continue;
+    console.log(`FAILED: ${suite.name.replace(process.cwd() + '/', '')} > ${t.fullName}`);
+    // The assertion and where it failed, so a failure seen only in CI can be read from its log.
+    const msg = String((t.failureMessages ?? [])[0] ?? '').split('\n').filter((l) => l.trim() !== '').slice(0, 6);
+    for (const l of msg) console.log(`  ${l.slice(0, 300)}`);
   }
   if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) console.log(`FAILED: ${suite.name} (${suite.message ?? 'suite error'})`);
 }

@@ -71,6 +71,9 @@ describe('write-behind coherence (issue 12)', () => {
     const parents = await newWb(cache, { name: 'parents', version: 'version', columns: ['name'] });
     const children = await newWb(cache, { name: 'children', version: 'version', columns: ['parent_id'] });
     const flusher = await newFlusher({ sweepIntervalMs: 60_000, queueConcurrency: 0, retryBaseMs: 20 });
+    // The sweep the flusher starts on open must be over before the writes (drainAll waits for it):
+    // were it still running, it could flush the parents first and leave no child to defer (seen in CI).
+    await flusher.drainAll();
     for (let i = 1; i <= 200; i++) {
       await parents.write({ id: i, name: `p${i}` });
       await children.write({ id: i, parent_id: i });

@@ -66,6 +66,8 @@ export class Flusher extends EventEmitter<FlusherEvents> {
   /** The BullMQ worker's connection: passed in, so BullMQ leaves it open; closed here. */
   #workerConnection: RedisClient | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #sweep: Promise<void> | undefined;
+  #sweepAgain: Promise<void> | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   readonly #report = errorReporter(this as unknown as EventEmitter, () => `cachebus:${this.#o.namespace}:flusher`);
@@ -112,8 +114,24 @@ export class Flusher extends EventEmitter<FlusherEvents> {
     await ef.drain();
   }
 
-  /** Drains every entity now, parents (tables a foreign key points to) before their children. */
-  async drainAll(): Promise<void> {
+  /**
+   * Drains every entity now, parents (tables a foreign key points to) before their children.
+   * One sweep runs at a time: a call made during a sweep resolves after one more full sweep, which
+   * sees every row written before the call (calls made meanwhile share it).
+   */
+  drainAll(): Promise<void> {
+    if (this.#sweep === undefined) {
+      this.#sweep = this.#sweepOnce().finally(() => { this.#sweep = undefined; });
+      return this.#sweep;
+    }
+    this.#sweepAgain ??= this.#sweep.catch(() => undefined).then(() => {
+      this.#sweepAgain = undefined;
+      return this.drainAll();
+    });
+    return this.#sweepAgain;
+  }
+
+  async #sweepOnce(): Promise<void> {
     if (this.#o.entities === undefined) await this.#discover().catch((err: unknown) => this.#redisError(err));
     await this.#readForeignKeys().catch((err: unknown) => this.#error(err));
     const started = new Map<string, Promise<void>>();
