@@ -49,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
     const v = summary.violations;
     log(`faults: ${Object.entries(summary.faults).map(([f, n]) => `${f} ${n}`).join(', ') || 'none'}`);
     log(`${summary.reads} reads, ${summary.writes} acknowledged writes; stale within bound ${summary.staleWithinBound.count} (p99 ${summary.staleWithinBound.p99Ms ?? '-'} ms)`);
-    log(`violations: stale beyond bound ${v.staleBeyondBound}, lost writes ${v.lostWrites}, overtaken writes ${v.overtakenWrites}, undetected gaps ${v.undetectedGaps}, crashes ${v.crashes}`);
+    log(`violations: stale beyond bound ${v.staleBeyondBound}, lost writes ${v.lostWrites}, overtaken writes ${v.overtakenWrites}, undetected gaps ${v.undetectedGaps}, crashes ${v.crashes}, bad metrics ${v.badMetrics}`);
     log(verdict.ok ? `OK (seed ${summary.seed})` : `FAILED (seed ${summary.seed}; replay with --seed ${summary.seed})`);
   }
   // A CLI must end: if a stray handle lingers after cleanup, leave anyway.

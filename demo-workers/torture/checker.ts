@@ -40,13 +40,13 @@ const quantile = (sorted: readonly number[], q: number): number | null =>
 /**
  * When an acknowledged write must be visible everywhere, at the latest, minus the bound. A write
  * made outside the app reaches the bus only through the sidecar: while the sidecar is down (or
- * Redis restarts, or Postgres refuses its logins), the outbox holds it, so its clock starts when
+ * Redis restarts, or Postgres refuses its logins or answers late), the outbox holds it, so its clock starts when
  * the sidecar can relay again.
  */
 function effectiveTime(w: WriteOp, h: History): number {
   if (w.how !== 'outside') return w.end;
   let t = w.end;
-  const outages = [...h.sidecarDown, ...h.faults.filter((f) => (f.fault.startsWith('redis-') || f.fault === 'pg-refuse') && f.skipped === undefined).map((f) => [f.start, f.end] as [number, number])];
+  const outages = [...h.sidecarDown, ...h.faults.filter((f) => (f.fault.startsWith('redis-') || f.fault === 'pg-refuse' || f.fault === 'pg-jitter') && f.skipped === undefined).map((f) => [f.start, f.end] as [number, number])];
   for (const [down, up] of outages) if (down <= t + 1_000 && up >= w.start) t = Math.max(t, up + 1_000);
   return t;
 }

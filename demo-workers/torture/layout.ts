@@ -39,4 +39,11 @@ export interface ReadAnswer { readonly v: number; readonly h: 0 | 1 }
 export interface WriteAnswer { readonly v: number; readonly pub: 0 | 1; readonly how: string }
 /** GET /stats */
 /** GET /stats: the gaps each cache of the worker counted (main thread first, then its piscina threads). */
-export interface WorkerStats { readonly pid: number; readonly gaps: readonly number[]; readonly servable: readonly boolean[] }
+export interface WorkerStats {
+  readonly pid: number; readonly gaps: readonly number[]; readonly servable: readonly boolean[];
+  /**
+   * The main cache's `cachebus_invalidation_lag_seconds` histogram (count, sum) and the raw
+   * `received` events' lag (`now - t`, ms: negative when a publisher's clock is ahead).
+   */
+  readonly lag: { count: number; sumSeconds: number; nonFinite: number; minMs: number | null; maxMs: number | null };
+}

@@ -18,7 +18,8 @@ export interface NemesisContext {
   readonly slots: Slots;
   readonly history: History;
   readonly redis: TortureRedis;
-  readonly sidecar: TortureSidecar;
+  /** The sidecars (flusher + outbox relay each); kill-sidecar takes one of them down. */
+  readonly sidecars: readonly TortureSidecar[];
   /** Admin Postgres pool (its own application_name: never terminated by pg-terminate). */
   readonly admin: pg.Pool;
   /** application_name of every connection of this run that pg-terminate may cut. */
@@ -31,9 +32,12 @@ export interface NemesisContext {
   readonly proxies: readonly StallProxy[];
   /** The proxy every connection of the app (workers, sidecar, outside writer) takes to Postgres. */
   readonly pgProxy: StallProxy;
+  /** The relay hub's process and the slot of the worker it feeds (its main cache reads through the hub only). */
+  readonly hub: { readonly slot: number; pid(): number | undefined };
 }
 
-interface Frozen { readonly pid: number; readonly added: number; readonly gaps: readonly number[] | undefined; resumed: Promise<number> }
+/** `caches`: which caches of the worker cannot read meanwhile (all when undefined). */
+interface Frozen { readonly pid: number; readonly added: number; readonly gaps: readonly number[] | undefined; resumed: Promise<number>; readonly caches?: readonly number[] }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -44,8 +48,9 @@ export class Nemesis {
   readonly gapChecks = { made: 0, met: 0 };
   readonly #checks: Promise<void>[] = [];
   readonly #frozen = new Map<number, Frozen>();
+  readonly #jumped = new Set<number>();
   #redisBusy: Promise<void> | undefined;
-  #sidecarBusy = false;
+  readonly #sidecarBusy = new Set<number>();
   #admin: Redis | undefined;
 
   constructor(readonly ctx: NemesisContext) {}
@@ -104,7 +109,8 @@ export class Nemesis {
         const s = this.ctx.slots()[o.slot];
         if (s === undefined || s.pid !== o.pid) return; // restarted: a new process starts empty
         const st = await this.#stats(o.slot);
-        const missing = st === undefined || st.pid !== o.pid ? o.before.map((_, k) => k) : o.before.map((b, k) => ((st.gaps[k] ?? -1) > b ? -1 : k)).filter((k) => k >= 0);
+        // `before` -1: that cache is not obliged (any count, even 0, is above it).
+        const missing = st === undefined || st.pid !== o.pid ? o.before.flatMap((b, k) => (b < 0 ? [] : [k])) : o.before.map((b, k) => ((st.gaps[k] ?? -1) > b ? -1 : k)).filter((k) => k >= 0);
         if (missing.length === 0) { this.gapChecks.met++; return; }
         if (now() > deadline) {
           this.gapFailures.push({ ...o, caches: missing, detail: `no gap counted within 10 s by cache ${missing.map((k) => (k === 0 ? 'main' : `thread ${k}`)).join(', ')} (gaps ${st?.gaps.join('/') ?? '?'}, was ${o.before.join('/')})` });
@@ -119,7 +125,9 @@ export class Nemesis {
   #obligeFrozen(why: string, minUnread: number, added: number): void {
     for (const [slot, fr] of this.#frozen) {
       if (fr.gaps !== undefined && added - fr.added >= minUnread) {
-        this.#oblige({ slot, pid: fr.pid, before: fr.gaps, why, at: now() }, fr.resumed);
+        // A cache that kept reading (the relayed worker's thread while its hub is stopped) need not see a gap.
+        const before = fr.caches === undefined ? fr.gaps : fr.gaps.map((g, k) => (fr.caches!.includes(k) ? g : -1));
+        this.#oblige({ slot, pid: fr.pid, before, why, at: now() }, fr.resumed);
       }
     }
   }
@@ -182,6 +190,63 @@ export class Nemesis {
         }
         return;
       }
+      case 'stop-hub': {
+        // The hub's host process freezes; the worker it relays to keeps running. Replies pile up
+        // in the hub's sockets, its beats stop: the relayed cache must stop serving within its
+        // maxStaleMs (I3), and must not trust the hub's stale proofs when it resumes.
+        const pid = this.ctx.hub.pid();
+        const hs = this.ctx.hub.slot;
+        const s = this.ctx.slots()[hs];
+        if (pid === undefined || s === undefined || this.#frozen.has(hs)) { h.fault(f.fault, '', 'hub or its worker not running, or worker already frozen'); return; }
+        const gaps = (await this.#stats(hs))?.gaps;
+        let resume!: (t: number) => void;
+        this.#frozen.set(hs, { pid: s.pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }), caches: [0] });
+        const op = h.fault(f.fault, `hub pid ${pid} (feeds w${hs}) ${f.durationMs}ms`);
+        try {
+          process.kill(pid, 'SIGSTOP');
+          await sleep(f.durationMs);
+        } finally {
+          try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+          this.#frozen.delete(hs);
+          op.end = now();
+          resume(now());
+        }
+        return;
+      }
+      case 'clock-jump': {
+        const s = this.ctx.slots()[slot];
+        if (s === undefined || this.#jumped.has(slot)) { h.fault(f.fault, `w${slot}`, 'worker not running or its clock already jumped'); return; }
+        const offset = (rng.int(0, 1) === 0 ? -1 : 1) * rng.int(60_000, 600_000);
+        this.#jumped.add(slot);
+        const op = h.fault(f.fault, `w${slot} pid ${s.pid} ${offset > 0 ? '+' : ''}${(offset / 1000).toFixed(1)}s for ${f.durationMs}ms`);
+        try {
+          await call(s.port, 'POST', `/clock/${offset}`, 2_000);
+          await sleep(f.durationMs);
+        } finally {
+          // Jump back; a worker frozen meanwhile answers later, a restarted one starts on the true clock.
+          for (const deadline = now() + 15_000; ;) {
+            const cur = this.ctx.slots()[slot];
+            if (cur === undefined || cur.pid !== s.pid) break;
+            if (await call(cur.port, 'POST', '/clock/0', 2_000).then(() => true, () => false)) break;
+            if (now() > deadline) break;
+            await sleep(200);
+          }
+          this.#jumped.delete(slot);
+          op.end = now();
+        }
+        return;
+      }
+      case 'pg-jitter': {
+        // Each request waits its own 0…max ms (in order per connection): a flusher's upsert of
+        // an older version may now reach Postgres after another loop's upsert of a newer one.
+        if (this.ctx.pgProxy.jittering) { h.fault(f.fault, '', 'already jittering'); return; }
+        const max = rng.int(200, 2_000);
+        const op = h.fault(f.fault, `${f.durationMs}ms, requests delayed 0–${max}ms`);
+        await this.ctx.pgProxy.jitter(f.durationMs, max, () => rng.next());
+        await sleep(max); // requests queued behind the last delayed one: the fault lasts until they are sent
+        op.end = now();
+        return;
+      }
       case 'pg-refuse': {
         if (this.ctx.pgProxy.refusing) { h.fault(f.fault, '', 'already refusing'); return; }
         const op = h.fault(f.fault, `${f.durationMs}ms`);
@@ -190,18 +255,20 @@ export class Nemesis {
         return;
       }
       case 'kill-sidecar': {
-        if (this.#sidecarBusy) { h.fault(f.fault, '', 'sidecar already down'); return; }
-        this.#sidecarBusy = true;
+        const which = slot % this.ctx.sidecars.length;
+        const sidecar = this.ctx.sidecars[which]!;
+        if (this.#sidecarBusy.has(which)) { h.fault(f.fault, `sidecar ${which}`, 'sidecar already down'); return; }
+        this.#sidecarBusy.add(which);
         try {
-          const op = h.fault(f.fault, `down ${f.durationMs}ms`);
+          const op = h.fault(f.fault, `sidecar ${which} down ${f.durationMs}ms`);
           const down = now();
-          await this.ctx.sidecar.kill();
+          await sidecar.kill();
           await sleep(f.durationMs);
-          await this.ctx.sidecar.start();
+          await sidecar.start();
           op.end = now();
           h.sidecarDown.push([down, op.end]);
         } finally {
-          this.#sidecarBusy = false;
+          this.#sidecarBusy.delete(which);
         }
         return;
       }

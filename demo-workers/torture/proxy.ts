@@ -3,7 +3,9 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 /**
  * A loopback TCP forwarder (between one worker and Redis, or between the app and Postgres). `stall(ms)` stops forwarding in both
  * directions for a while (a silent network stall: no RST, no FIN, the bytes are kept and
- * delivered afterwards), as a congested or partitioned link does.
+ * delivered afterwards), as a congested or partitioned link does. `jitter(ms, maxDelayMs)`
+ * delays each request by its own random time for a while, in order on each connection but
+ * not across them: two requests sent on two connections may arrive in either order.
  */
 export class StallProxy {
   readonly #server: Server;
@@ -13,6 +15,8 @@ export class StallProxy {
   port = 0;
 
   #refusing = false;
+  #jitterMaxMs = 0;
+  #random: () => number = Math.random;
 
   private constructor(targetPort: number) {
     this.#server = createServer((client) => {
@@ -20,14 +24,24 @@ export class StallProxy {
       const upstream = connect(targetPort, '127.0.0.1');
       const pair: [Socket, Socket] = [client, upstream];
       this.#pairs.add(pair);
-      const pipe = (from: Socket, to: Socket): void => {
+      // Requests (client → server) may be jittered; `due` keeps them in order on this connection.
+      let due = 0;
+      let queued = 0;
+      const send = (to: Socket, chunk: Buffer): void => {
+        if (this.#stalled) this.#held.push([to, chunk]);
+        else if (!to.destroyed) to.write(chunk);
+      };
+      const pipe = (from: Socket, to: Socket, jittered: boolean): void => {
         from.on('data', (chunk: Buffer) => {
-          if (this.#stalled) this.#held.push([to, chunk]);
-          else to.write(chunk);
+          if (!jittered || (this.#jitterMaxMs === 0 && queued === 0)) { send(to, chunk); return; }
+          const t = Date.now();
+          due = Math.max(due, t + (this.#jitterMaxMs === 0 ? 0 : this.#random() * this.#jitterMaxMs));
+          queued++;
+          setTimeout(() => { queued--; send(to, chunk); }, due - t);
         });
       };
-      pipe(client, upstream);
-      pipe(upstream, client);
+      pipe(client, upstream, true);
+      pipe(upstream, client, false);
       const done = (): void => {
         client.destroy();
         upstream.destroy();
@@ -65,6 +79,16 @@ export class StallProxy {
   }
 
   get refusing(): boolean { return this.#refusing; }
+
+  /** For `ms`, delays every request by a random 0…`maxDelayMs` (in order per connection), with `random` (seeded by the caller). */
+  async jitter(ms: number, maxDelayMs: number, random: () => number): Promise<void> {
+    this.#random = random;
+    this.#jitterMaxMs = maxDelayMs;
+    await new Promise((r) => setTimeout(r, ms));
+    this.#jitterMaxMs = 0;
+  }
+
+  get jittering(): boolean { return this.#jitterMaxMs > 0; }
 
   async close(): Promise<void> {
     for (const [a, b] of this.#pairs) { a.destroy(); b.destroy(); }

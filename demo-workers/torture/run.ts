@@ -11,6 +11,7 @@ import { Nemesis } from './nemesis.js';
 import { randomSeed } from './prng.js';
 import { describe, makeSchedule, type Fault } from './schedule.js';
 import { StallProxy } from './proxy.js';
+import { RelayedWorker } from './relayed.js';
 import { TortureRedis, TortureSidecar } from './servers.js';
 import { call, runWorkload } from './workload.js';
 
@@ -33,7 +34,7 @@ export interface TortureOptions {
 /** The `--json` summary, exactly as issue 17 specifies it. */
 export interface TortureSummary {
   seed: number; seconds: number; faults: Record<string, number>; reads: number; writes: number;
-  violations: { staleBeyondBound: number; lostWrites: number; overtakenWrites: number; undetectedGaps: number; crashes: number };
+  violations: { staleBeyondBound: number; lostWrites: number; overtakenWrites: number; undetectedGaps: number; crashes: number; badMetrics: number };
   staleWithinBound: { count: number; p99Ms: number | null };
 }
 
@@ -47,7 +48,8 @@ const withApp = (url: string, app: string): string => {
 export async function torture(o: TortureOptions, log: (line: string) => void): Promise<{ verdict: Verdict; summary: TortureSummary }> {
   const seed = o.seed ?? randomSeed();
   log(`cachebus torture: seed ${seed} (replay with --seed ${seed}), ${o.seconds} s, ${o.workers} workers, bound ${o.boundMs} ms, faults ${o.faults.join(',') || 'none'}${o.mutation ? `, MUTATION ${o.mutation}` : ''}`);
-  const schedule = makeSchedule(seed, o.seconds, o.faults, o.workers);
+  // One more slot than --workers: the worker fed by the relay hub (its own process, for stop-hub).
+  const schedule = makeSchedule(seed, o.seconds, o.faults, o.workers + 1);
   log(`schedule: ${schedule.length} faults${o.verbose ? `\n  ${schedule.map(describe).join('\n  ')}` : ''}`);
   const history = new History();
   let stopping = false;
@@ -56,7 +58,8 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
   const redis = await TortureRedis.start(crash);
   let infra: Infra | undefined;
   let handle: ClusterHandle | undefined;
-  let sidecar: TortureSidecar | undefined;
+  const sidecars: TortureSidecar[] = [];
+  let relayed: RelayedWorker | undefined;
   const pools: pg.Pool[] = [];
   const proxies: StallProxy[] = [];
   let pgProxy: StallProxy | undefined;
@@ -100,12 +103,17 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       CREATE TRIGGER "${upd.name}" AFTER UPDATE ON ${table} REFERENCING OLD TABLE AS cachebus_old NEW TABLE AS cachebus_new
       FOR EACH STATEMENT WHEN (current_setting('application_name') = '${appName}_outside')
       EXECUTE FUNCTION ${upd.fn}()`);
-    sidecar = new TortureSidecar(['--namespace', namespace, '--prefix', prefix, '--redis', redis.url, '--database', dbUrl, '--outbox-table', outbox], crash);
-    sidecar.onRestart = (downMs) => { const t = now(); history.sidecarDown.push([t - downMs, t]); };
-    await sidecar.start();
+    // Two sidecars, as production may run (I8): their flushers and outbox relays race for the same
+    // rows, so a flush of an older version can meet a newer one (the version guard's job).
+    for (let i = 0; i < 2; i++) {
+      const sc = new TortureSidecar(['--namespace', namespace, '--prefix', prefix, '--redis', redis.url, '--database', dbUrl, '--outbox-table', outbox], crash);
+      sc.onRestart = (downMs) => { const t = now(); history.sidecarDown.push([t - downMs, t]); };
+      await sc.start();
+      sidecars.push(sc);
+    }
 
     const killed = new Set<number>();
-    for (let i = 0; i < o.workers; i++) proxies.push(await StallProxy.start(redis.port));
+    for (let i = 0; i <= o.workers; i++) proxies.push(await StallProxy.start(redis.port));
     const config: TortureWorkerConfig = {
       redisUrls: proxies.map((p) => `redis://127.0.0.1:${p.port}`), databaseUrl: dbUrl, schema, prefix, namespace, maxStaleMs: Math.max(100, Math.floor(o.boundMs / 2)), mutation: o.mutation,
     };
@@ -118,8 +126,14 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     h.on('exit', (e) => {
       if (!e.expected && !killed.delete(e.pid)) crash(`worker w${e.index}`, `pid ${e.pid} exit ${e.code ?? e.signal}: ${(tails.get(e.pid) ?? '').trim().split('\n').slice(-60).join('\n      ')}`);
     });
+    // Slot o.workers: a worker whose main cache reads through a relay hub in a process of its own.
+    relayed = await RelayedWorker.start({ ...config, redisUrls: [config.redisUrls[o.workers]!] }, (e) => {
+      if (!e.expected && !killed.delete(e.pid)) crash(`worker w${o.workers} (relayed)`, `pid ${e.pid} exit ${e.code ?? e.signal}: ${relayed?.tail() ?? ''}`);
+    }, crash);
+    const r = relayed;
     const slots = (): ({ port: number; pid: number } | undefined)[] =>
-      h.workers.map((w) => (w?.ready ? w.info as TortureReady : undefined));
+      [...h.workers.map((w) => (w?.ready ? w.info as TortureReady : undefined)), r.slot];
+    log(`relay hub pid ${r.pid} feeds w${o.workers} (pid ${r.slot?.pid})`);
 
     const admin = new pg.Pool({ connectionString: infra.databaseUrl, max: 2 });
     const outside = new pg.Pool({ connectionString: withApp(pgUrl.toString(), `${appName}_outside`), max: 2 });
@@ -127,8 +141,8 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     const baseline = new Map((await admin.query<{ id: number; version: string }>(`SELECT id, version FROM ${table}`)).rows.map((r) => [r.id, Number(r.version)]));
 
     const nemesis = new Nemesis({
-      seed, slots, history, redis, sidecar, admin, appName, stream: `${prefix}:{${namespace}}:inval`, namespace,
-      expectExit: (pid) => killed.add(pid), proxies, pgProxy,
+      seed, slots, history, redis, sidecars, admin, appName, stream: `${prefix}:{${namespace}}:inval`, namespace,
+      expectExit: (pid) => killed.add(pid), proxies, pgProxy, hub: { slot: o.workers, pid: () => r.pid },
     });
     const load = new AbortController();
     resetClock();
@@ -144,8 +158,10 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
       clearTimeout(timer);
       clearInterval(progress);
     }
+    const hs = r.stats;
+    if (hs !== undefined) log(`relay hub: ${hs.entriesRelayed} entries relayed, ${hs.beats} beats, ${hs.hellos} hellos, ${hs.gaps} gaps`);
     // Heal: the sidecar runs again, every gap obligation is settled, write-behind drains.
-    if (!sidecar.up) await sidecar.start();
+    for (const sc of sidecars) if (!sc.up) await sc.start();
     await nemesis.settle();
     const loadEnd = now();
     const want = new Map<number, number>();
@@ -167,28 +183,37 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     // Liveness: 10 s after the heal every cache serves again (its reader is caught up).
     const healDeadline = now() + 10_000;
     let unservable: string[] = [];
+    let last: ({ i: number; x: WorkerStats } | undefined)[] = [];
     for (;;) {
-      const st = await Promise.all(slots().map((s, i) => (s === undefined ? undefined : call<WorkerStats>(s.port, 'GET', '/stats', 2_000).then((x) => ({ i, x }), () => undefined))));
+      const st = last = await Promise.all(slots().map((s, i) => (s === undefined ? undefined : call<WorkerStats>(s.port, 'GET', '/stats', 2_000).then((x) => ({ i, x }), () => undefined))));
       unservable = st.flatMap((e) => (e === undefined ? [] : e.x.servable.flatMap((ok, k) => (ok ? [] : [`w${e.i} (pid ${e.x.pid}) ${k === 0 ? 'main' : `thread ${k}`}`]))));
       if (unservable.length === 0 || now() > healDeadline) break;
       await new Promise((r) => setTimeout(r, 250));
     }
     for (const u of unservable) log(`note: cache ${u} still does not serve 10 s after every fault healed: its bus reader did not recover`);
     for (const line of wedged(history, loadEnd)) log(line);
+    // Metrics stay sane whatever the clocks did: the lag histogram's sum finite and ≥ 0, no NaN lag.
+    const badMetrics = last.flatMap((e) => (e === undefined || (Number.isFinite(e.x.lag.sumSeconds) && e.x.lag.sumSeconds >= 0 && e.x.lag.nonFinite === 0) ? []
+      : [`BAD METRIC: w${e.i} (pid ${e.x.pid}) cachebus_invalidation_lag_seconds sum ${e.x.lag.sumSeconds} over ${e.x.lag.count}, ${e.x.lag.nonFinite} non-finite lags`]));
+    for (const b of badMetrics) log(b);
+    const lags = last.flatMap((e) => (e === undefined ? [] : [e.x.lag]));
+    const lo = Math.min(...lags.map((l) => l.minMs ?? Infinity)), hi = Math.max(...lags.map((l) => l.maxMs ?? -Infinity));
+    if (Number.isFinite(lo)) log(`invalidation lag seen by the running workers (now - t): ${Math.round(lo)} … ${Math.round(hi)} ms raw (a clock jump makes it negative or minutes long; the histogram clamps at 0)`);
     const summary: TortureSummary = {
       seed, seconds: o.seconds, faults: history.faultCounts(), reads: verdict.reads, writes: verdict.writes,
       violations: {
         staleBeyondBound: verdict.staleBeyondBound.length, lostWrites: verdict.lostWrites.length, overtakenWrites: verdict.overtakenWrites.length,
-        undetectedGaps: verdict.undetectedGaps.length, crashes: verdict.crashes.length,
+        undetectedGaps: verdict.undetectedGaps.length, crashes: verdict.crashes.length, badMetrics: badMetrics.length,
       },
       staleWithinBound: { count: verdict.staleWithinBound.count, p99Ms: verdict.staleWithinBound.p99Ms === null ? null : Math.round(verdict.staleWithinBound.p99Ms) },
     };
-    return { verdict, summary };
+    return { verdict: { ...verdict, ok: verdict.ok && badMetrics.length === 0 }, summary };
   } finally {
     stopping = true;
     cluster.off('fork', onFork);
     await handle?.stop().catch(() => undefined);
-    await sidecar?.stop().catch(() => undefined);
+    await relayed?.stop().catch(() => undefined);
+    for (const sc of sidecars) await sc.stop().catch(() => undefined);
     for (const p of proxies) await p.close().catch(() => undefined);
     await pgProxy?.close().catch(() => undefined);
     for (const p of pools) await p.end().catch(() => undefined);

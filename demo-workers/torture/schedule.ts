@@ -15,6 +15,9 @@ export const FAULTS = [
   'pg-terminate', // pg_terminate_backend of random backends of this run
   'pg-refuse', // Postgres refuses new connections for a few seconds (a proxy in front of it closes them)
   'stall-redis', // a silent network stall (a proxy that stops forwarding) between one worker and Redis
+  'pg-jitter', // every request to Postgres delayed by its own random time: requests on two connections overtake each other
+  'stop-hub', // SIGSTOP of the relay hub's process (the relayed worker keeps running), SIGCONT after a pause
+  'clock-jump', // a worker's wall clock (Date.now: its publishes' t, its lag, BullMQ's timestamps) jumps ± minutes, then back
 ] as const;
 export type Fault = (typeof FAULTS)[number];
 
@@ -63,6 +66,9 @@ export function makeSchedule(seed: number, seconds: number, faults: readonly Fau
         : fault === 'stall-redis' ? rng.int(300, 4_000)
           : fault === 'pg-refuse' ? rng.int(500, 4_000)
         : fault === 'kill-sidecar' ? rng.int(200, 2_000)
+          : fault === 'stop-hub' ? rng.int(300, 3_000)
+            : fault === 'pg-jitter' ? rng.int(1_000, 6_000)
+            : fault === 'clock-jump' ? rng.int(500, 5_000)
           : 0;
     out.push({ at, fault, target, durationMs });
   }
@@ -71,6 +77,7 @@ export function makeSchedule(seed: number, seconds: number, faults: readonly Fau
 
 export function describe(f: ScheduledFault): string {
   const t = `+${(f.at / 1000).toFixed(2)}s`;
-  const arg = f.fault.endsWith('worker') || f.fault === 'block-loop' || f.fault === 'stall-redis' ? ` w${f.target}` : f.fault === 'kill-sidecar' || f.fault.startsWith('redis') ? '' : ` ×${f.target}`;
+  const arg = f.fault.endsWith('worker') || f.fault === 'block-loop' || f.fault === 'stall-redis' || f.fault === 'clock-jump' ? ` w${f.target}`
+    : f.fault === 'kill-sidecar' || f.fault === 'stop-hub' || f.fault === 'pg-jitter' || f.fault.startsWith('redis') ? '' : ` ×${f.target}`;
   return `${t} ${f.fault}${arg}${f.durationMs ? ` ${f.durationMs}ms` : ''}`;
 }

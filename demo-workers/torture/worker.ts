@@ -8,10 +8,16 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
-  closeCachePool, createCache, createCachePool, onShutdown, threadStats, workerConfig, workerIndex, workerReady, type Cache, type CacheStats,
+  cacheMetrics, closeCachePool, createCache, createCachePool, onShutdown, threadStats, workerConfig, workerIndex, workerReady, type Cache, type CacheStats,
 } from '../../worker-runtime/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureReady, type TortureWorkerConfig, type WorkerStats, type WriteAnswer } from './layout.js';
 import { paths, type Value } from './reads.js';
+
+// The clock-jump fault steps this process's wall clock (as an NTP step would): every `t` it
+// publishes, every lag it measures and every timestamp BullMQ takes come from the jumped clock.
+const realNow = Date.now;
+let clockOffsetMs = 0;
+Date.now = () => realNow() + clockOffsetMs;
 
 const cfg = workerConfig<TortureWorkerConfig>();
 const redisUrl = cfg.redisUrls[workerIndex()]!;
@@ -35,6 +41,14 @@ async function openCache(): Promise<Cache<Value>> {
 }
 const cache: Cache<Value> = await openCache();
 cache.on('error', () => undefined);
+// The invalidation-lag histogram (fed by every entry received, `now - t`) must stay a finite,
+// non-negative sum whatever the publishers' clocks do; the raw event lag is kept to report it.
+const metrics = cacheMetrics(cache, { cluster: false });
+const rawLag = { min: Infinity, max: -Infinity, nonFinite: 0 };
+cache.on('received', ({ lagMs }) => {
+  if (!Number.isFinite(lagMs)) rawLag.nonFinite++;
+  else { rawLag.min = Math.min(rawLag.min, lagMs); rawLag.max = Math.max(rawLag.max, lagMs); }
+});
 const { wb, ent, read } = await paths(cache, pool, cfg);
 const threads = createCachePool<number, ReadAnswer>({
   filename: fileURLToPath(new URL('./thread-task.js', import.meta.url)),
@@ -91,9 +105,21 @@ async function write(id: number): Promise<WriteAnswer> {
 
 const gapsOf = (s: CacheStats): number => Object.values(s.gaps).reduce((a, b) => a + b, 0);
 
+async function lagMetric(): Promise<WorkerStats['lag']> {
+  const h = await metrics.registry.getSingleMetric('cachebus_invalidation_lag_seconds')?.get();
+  const pick = (suffix: string): number => h?.values.filter((v) => (v as { metricName?: string }).metricName?.endsWith(suffix)).reduce((a, v) => a + v.value, 0) ?? 0;
+  return {
+    count: pick('_count'), sumSeconds: pick('_sum'), nonFinite: rawLag.nonFinite,
+    minMs: Number.isFinite(rawLag.min) ? rawLag.min : null, maxMs: Number.isFinite(rawLag.max) ? rawLag.max : null,
+  };
+}
+
 async function stats(): Promise<WorkerStats> {
   const t = await threadStats(threads, 1_000);
-  return { pid: process.pid, gaps: [gapsOf(cache.stats), ...t.map((x) => gapsOf(x.stats))], servable: [cache.servable, ...t.map((x) => x.servable)] };
+  return {
+    pid: process.pid, gaps: [gapsOf(cache.stats), ...t.map((x) => gapsOf(x.stats))], servable: [cache.servable, ...t.map((x) => x.servable)],
+    lag: await lagMetric(),
+  };
 }
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
@@ -102,6 +128,12 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
 }
 
 async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const jump = /^\/clock\/(-?\d+)$/.exec(req.url ?? '');
+  if (jump !== null) {
+    clockOffsetMs = Number(jump[1]);
+    reply(res, 200, { offsetMs: clockOffsetMs });
+    return;
+  }
   const m = /^\/(r|t|w|block)\/(\d+)$/.exec(req.url ?? '');
   if (m === null) {
     if (req.url === '/stats') reply(res, 200, await stats());
@@ -128,7 +160,7 @@ await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1',
 
 onShutdown(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }));
 onShutdown(() => closeCachePool(threads));
-onShutdown(async () => { await wb.close(); await cache.close(); await pool.end().catch(() => undefined); });
+onShutdown(async () => { metrics.close(); await wb.close(); await cache.close(); await pool.end().catch(() => undefined); });
 
 // Ready once the thread has its cache: the load and the faults start when every cache is up.
 const deadline = Date.now() + 60_000;

@@ -1,12 +1,17 @@
 import { Agent, request } from 'node:http';
 import type pg from 'pg';
 import { now, type History } from './history.js';
-import { outsideIds, ROWS, type ReadAnswer, type WriteAnswer } from './layout.js';
+import { GROUPS, IDS_PER_GROUP, outsideIds, ROWS, type ReadAnswer, type WriteAnswer } from './layout.js';
 
 /** The HTTP port and pid of each worker slot (undefined while one restarts). */
 export type Slots = () => readonly ({ port: number; pid: number } | undefined)[];
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** The first row of each group is hot: races on one row (written again while its older version is in flight) are where coherence bugs live. */
+const HOT = GROUPS.map((_, g) => 1 + g * IDS_PER_GROUP);
+/** Half the requests go to a hot row, the others to any row. */
+const pickRow = (): number => (Math.random() < 0.5 ? HOT[Math.floor(Math.random() * HOT.length)]! : 1 + Math.floor(Math.random() * ROWS));
 
 /** One request to a worker; rejects on a non-200 answer or after `timeoutMs`. */
 export function call<T>(port: number, method: string, path: string, timeoutMs = 15_000): Promise<T> {
@@ -44,7 +49,8 @@ export interface WorkloadOptions {
 }
 
 /**
- * `loops` concurrent clients, each: pick a worker and a row at random, then read (70 %), write
+ * `loops` concurrent clients, each: pick a worker and a row at random (half the time one of the
+ * hot rows), then read (70 %), write
  * through the row's path in the worker (25 %), or write from outside the app (5 %). Every
  * answer is recorded in the history with the time the request was sent and answered.
  */
@@ -68,7 +74,7 @@ export async function runWorkload(o: WorkloadOptions): Promise<void> {
         const slots = o.slots();
         const slot = Math.floor(Math.random() * slots.length);
         const s = slots[slot];
-        const id = 1 + Math.floor(Math.random() * ROWS);
+        const id = pickRow();
         if (s !== undefined) {
           const start = now();
           try {
