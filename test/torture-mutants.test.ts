@@ -57,7 +57,7 @@ const CASES: Case[] = [
     // The write-behind upsert overwrites whatever Postgres holds: under pg-jitter, a flusher loop's
     // upsert of an older version reaches Postgres after another loop's upsert of a newer one.
     mutant: 'no-version-guard',
-    args: ['--seconds', '40', '--seed', '17', '--faults', 'pg-jitter'],
+    args: ['--seconds', '40', '--seed', '17', '--faults', 'pg-jitter', '--loops', '8'],
     caughtBy: ['overtakenWrites', 'lostWrites'],
     report: /OVERTAKEN|LOST/,
   },

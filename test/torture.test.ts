@@ -27,7 +27,7 @@ function torture(args: string[]): Promise<Run> {
 }
 
 const KEYS = ['seed', 'seconds', 'faults', 'reads', 'writes', 'violations', 'staleWithinBound'];
-const VIOLATIONS = ['staleBeyondBound', 'lostWrites', 'overtakenWrites', 'undetectedGaps', 'crashes'];
+const VIOLATIONS = ['staleBeyondBound', 'lostWrites', 'overtakenWrites', 'undetectedGaps', 'crashes', 'badMetrics'];
 
 /** Whether the schema a run printed (`Postgres schema <name>`) is still there. */
 async function schemaLeft(stderr: string): Promise<boolean> {
@@ -95,7 +95,7 @@ describe('cachebus torture (real processes, real faults)', () => {
     const ran = Object.values(out.faults as Record<string, number>).reduce((a, b) => a + b, 0);
     expect(ran).toBeGreaterThan(5);
     expect(run.stderr).toMatch(/seed 1234/);
-    expect(out.violations, run.stderr).toEqual({ staleBeyondBound: 0, lostWrites: 0, overtakenWrites: 0, undetectedGaps: 0, crashes: 0 });
+    expect(out.violations, run.stderr).toEqual({ staleBeyondBound: 0, lostWrites: 0, overtakenWrites: 0, undetectedGaps: 0, crashes: 0, badMetrics: 0 });
     expect(run.code).toBe(0);
     expect(await schemaLeft(run.stderr)).toBe(false);
   }, 180_000);

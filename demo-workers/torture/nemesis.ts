@@ -240,7 +240,7 @@ export class Nemesis {
         // Each request waits its own 0…max ms (in order per connection): a flusher's upsert of
         // an older version may now reach Postgres after another loop's upsert of a newer one.
         if (this.ctx.pgProxy.jittering) { h.fault(f.fault, '', 'already jittering'); return; }
-        const max = rng.int(200, 2_000);
+        const max = rng.int(500, 3_000);
         const op = h.fault(f.fault, `${f.durationMs}ms, requests delayed 0–${max}ms`);
         await this.ctx.pgProxy.jitter(f.durationMs, max, () => rng.next());
         await sleep(max); // requests queued behind the last delayed one: the fault lasts until they are sent

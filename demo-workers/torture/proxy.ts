@@ -4,8 +4,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
  * A loopback TCP forwarder (between one worker and Redis, or between the app and Postgres). `stall(ms)` stops forwarding in both
  * directions for a while (a silent network stall: no RST, no FIN, the bytes are kept and
  * delivered afterwards), as a congested or partitioned link does. `jitter(ms, maxDelayMs)`
- * delays each request by its own random time for a while, in order on each connection but
- * not across them: two requests sent on two connections may arrive in either order.
+ * delays the requests of some connections by a random time for a while, in order on each
+ * connection but not across them: two requests sent on two connections may arrive in either order.
  */
 export class StallProxy {
   readonly #server: Server;
@@ -16,6 +16,7 @@ export class StallProxy {
 
   #refusing = false;
   #jitterMaxMs = 0;
+  #jitterEpoch = 0;
   #random: () => number = Math.random;
 
   private constructor(targetPort: number) {
@@ -27,6 +28,10 @@ export class StallProxy {
       // Requests (client → server) may be jittered; `due` keeps them in order on this connection.
       let due = 0;
       let queued = 0;
+      // Per fault, half the connections are slow (a random delay per request), half are not: a
+      // request on a slow one is overtaken by the requests sent meanwhile on the others.
+      let slowIn = -1;
+      let slow = false;
       const send = (to: Socket, chunk: Buffer): void => {
         if (this.#stalled) this.#held.push([to, chunk]);
         else if (!to.destroyed) to.write(chunk);
@@ -35,7 +40,8 @@ export class StallProxy {
         from.on('data', (chunk: Buffer) => {
           if (!jittered || (this.#jitterMaxMs === 0 && queued === 0)) { send(to, chunk); return; }
           const t = Date.now();
-          due = Math.max(due, t + (this.#jitterMaxMs === 0 ? 0 : this.#random() * this.#jitterMaxMs));
+          if (slowIn !== this.#jitterEpoch) { slowIn = this.#jitterEpoch; slow = this.#random() < 0.5; }
+          due = Math.max(due, t + (this.#jitterMaxMs === 0 || !slow ? 0 : this.#random() * this.#jitterMaxMs));
           queued++;
           setTimeout(() => { queued--; send(to, chunk); }, due - t);
         });
@@ -80,9 +86,13 @@ export class StallProxy {
 
   get refusing(): boolean { return this.#refusing; }
 
-  /** For `ms`, delays every request by a random 0…`maxDelayMs` (in order per connection), with `random` (seeded by the caller). */
+  /**
+   * For `ms`, delays every request of half the connections (drawn per connection) by a random
+   * 0…`maxDelayMs`, in order per connection, with `random` (seeded by the caller).
+   */
   async jitter(ms: number, maxDelayMs: number, random: () => number): Promise<void> {
     this.#random = random;
+    this.#jitterEpoch++;
     this.#jitterMaxMs = maxDelayMs;
     await new Promise((r) => setTimeout(r, ms));
     this.#jitterMaxMs = 0;
