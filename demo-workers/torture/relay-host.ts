@@ -15,9 +15,11 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 const config = JSON.parse(process.argv[2] ?? '{}') as TortureWorkerConfig;
 const send = (m: unknown): void => { if (process.connected) process.send?.(m); };
 
-// Beats at least twice per maxStaleMs (the hub refuses caches whose bound is below 2 × blockMs);
-// minWorkers 0: relay this one worker instead of advising it to read Redis itself.
-const hub = startRelayHub({ redis: config.redisUrls[0], minWorkers: 0, broadcast: false, blockMs: Math.max(50, Math.floor(config.maxStaleMs / 2)) });
+// An idle hub beats every blockMs; the cache says hello again when a beat is later than half
+// its maxStaleMs: blockMs a quarter of it leaves room for a loaded machine (the hub refuses
+// caches whose bound is below 2 × blockMs). minWorkers 0: relay this one worker instead of
+// advising it to read Redis itself.
+const hub = startRelayHub({ redis: config.redisUrls[0], minWorkers: 0, broadcast: false, blockMs: Math.max(50, Math.floor(config.maxStaleMs / 4)) });
 hub.on('error', () => undefined);
 hub.on('gap', (g) => console.log(`relay hub: gap on ${g.topic}: ${g.cause} ${g.detail}`));
 

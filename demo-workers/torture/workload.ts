@@ -50,7 +50,7 @@ export interface WorkloadOptions {
 
 /**
  * `loops` concurrent clients, each: pick a worker and a row at random (half the time one of the
- * hot rows), then read (70 %), write
+ * hot rows), then read (70 %), write (half the writes in bursts on one row)
  * through the row's path in the worker (25 %), or write from outside the app (5 %). Every
  * answer is recorded in the history with the time the request was sent and answered.
  */
@@ -79,8 +79,23 @@ export async function runWorkload(o: WorkloadOptions): Promise<void> {
           const start = now();
           try {
             if (u < 0.30) {
-              const w = await call<WriteAnswer>(s.port, 'POST', `/w/${id}`);
-              o.history.write({ worker: slot, id, v: w.v, how: w.how, start, end: now(), acked: w.pub === 1 });
+              // Half the writes are bursts: the same row written again 1–3 times, 100–400 ms apart,
+              // through any worker (an older version is then still in flight: being flushed, or
+              // its invalidation on the way).
+              const again = Math.random() < 0.5 ? 1 + Math.floor(Math.random() * 3) : 0;
+              for (let k = 0; k <= again && !o.signal.aborted; k++) {
+                const ws = k === 0 ? slot : Math.floor(Math.random() * slots.length);
+                const target = o.slots()[ws];
+                if (target === undefined) continue;
+                if (k > 0) await new Promise((r) => setTimeout(r, 100 + Math.random() * 300));
+                const t = now();
+                try {
+                  const w = await call<WriteAnswer>(target.port, 'POST', `/w/${id}`);
+                  o.history.write({ worker: ws, id, v: w.v, how: w.how, start: t, end: now(), acked: w.pub === 1 });
+                } catch {
+                  o.history.failed++;
+                }
+              }
             } else {
               const cache = u < 0.50 ? 1 : 0; // a fifth of the reads through the worker's piscina thread
               const r = await call<ReadAnswer>(s.port, 'GET', `/${cache ? 't' : 'r'}/${id}`);
