@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decode, encode, encodedItemBytes, PROTOCOL_VERSION } from '../bus/wire.js';
-import { CHAIN_FIELDS_BYTES } from '../bus/lua-append.js';
+import { CHAIN_FIELDS_BYTES, newEpoch } from '../bus/lua-append.js';
 import { BadEntryError } from '../bus/errors.js';
 import { compareStreamIds } from '../bus/stream-id.js';
 import { busKeys } from '../bus/keys.js';
@@ -56,6 +56,18 @@ describe('wire format', () => {
         expect(bytes(entries[0]!) + encodedItemBytes(keys[first]!)).toBeGreaterThan(max - 16);
       }
     }
+  });
+
+  it('epoch candidates never repeat in a process (a stream re-created by the same publisher gets a new epoch) and fit the bytes reserved for them', () => {
+    const seen = new Set<string>();
+    let longest = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const e = newEpoch();
+      longest = Math.max(longest, e.length);
+      seen.add(e);
+    }
+    expect(seen.size).toBe(20_000);
+    expect(longest).toBeLessThanOrEqual(40 - 11); // 40 reserved (CHAIN_FIELDS_BYTES); a counter never needs more than 11 base-36 digits
   });
 
   it.each([
