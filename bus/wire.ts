@@ -107,7 +107,7 @@ export function encode(inv: Invalidation, opts: EncodeOptions): string[][] {
   const pk = plainJson(inv.keys);
   const pg = pk === undefined ? undefined : plainJson(inv.tags);
   if (pk !== undefined && pg !== undefined && pk.bytes + pg.bytes <= budget) {
-    return [fieldsOf(inv, opts, t, pk.json, pg.json, inv.clear ? '1' : '')];
+    return [fieldsOf(opts, t, pk.json, pg.json, inv.clear ? '1' : '')];
   }
   const chunks: { keys: string[]; tags: string[] }[] = [];
   let cur = { keys: [] as string[], tags: [] as string[] };
@@ -129,7 +129,7 @@ export function encode(inv: Invalidation, opts: EncodeOptions): string[][] {
   for (const g of inv.tags) push('tags', g);
   chunks.push(cur);
   return chunks.map((ch, i) => fieldsOf(
-    inv, opts, t,
+    opts, t,
     ch.keys.length > 0 ? JSON.stringify(ch.keys) : '',
     ch.tags.length > 0 ? JSON.stringify(ch.tags) : '',
     inv.clear && i === 0 ? '1' : '',
@@ -137,7 +137,7 @@ export function encode(inv: Invalidation, opts: EncodeOptions): string[][] {
 }
 
 /** The XADD field list of one entry ('' for an absent k, g or c). */
-function fieldsOf(inv: Invalidation, opts: EncodeOptions, t: string, k: string, g: string, c: string): string[] {
+function fieldsOf(opts: EncodeOptions, t: string, k: string, g: string, c: string): string[] {
   const fields = ['v', PROTOCOL_VERSION, 'o', opts.origin, 't', t];
   if (k) fields.push('k', k);
   if (g) fields.push('g', g);
