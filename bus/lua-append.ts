@@ -75,9 +75,18 @@ export type Trim = { readonly kind: '' } | { readonly kind: 'MAXLEN' | 'MINID'; 
 /** Characters the script adds to each entry (p, e and their values), reserved by `encode`. */
 export const CHAIN_FIELDS_BYTES = 2 + 41 + 2 + 40;
 
-/** A fresh epoch candidate: used only if the stream has no epoch yet. */
+/** 12 random bytes drawn once per process: the part of every epoch candidate no other process shares. */
+const kEpochSeed = randomBytes(12).toString('hex');
+let epochCount = 0;
+
+/**
+ * A fresh epoch candidate: used only if the stream has no epoch yet. Every call returns a
+ * different one (this process's random seed and a counter), so a stream re-created later never
+ * gets the epoch of an earlier one, without a `randomBytes` call on each publish (it cost
+ * 40-130 µs of the publisher's critical path, measured in issue 11's throughput work).
+ */
 export function newEpoch(): string {
-  return randomBytes(12).toString('hex');
+  return `${kEpochSeed}${(epochCount++).toString(36)}`;
 }
 
 /** The ARGV tail `cachebus_append_all` reads: retention, epoch candidate, the entries. */

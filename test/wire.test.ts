@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decode, encode, PROTOCOL_VERSION } from '../bus/wire.js';
+import { decode, encode, encodedItemBytes, PROTOCOL_VERSION } from '../bus/wire.js';
+import { CHAIN_FIELDS_BYTES, newEpoch } from '../bus/lua-append.js';
 import { BadEntryError } from '../bus/errors.js';
 import { compareStreamIds } from '../bus/stream-id.js';
 import { busKeys } from '../bus/keys.js';
@@ -31,6 +32,42 @@ describe('wire format', () => {
       return decode(`${i + 1}-0`, f, { maxEntryBytes: 8192 }).keys;
     });
     expect(back).toEqual(keys);
+  });
+
+  it.each([
+    ['plain ASCII', (i: number) => `product:${i}`],
+    ['quotes and backslashes', (i: number) => `a"b\\c:${i}`],
+    ['control characters and DEL', (i: number) => `t\u0001\n\u007f:${i}`],
+    ['two-byte UTF-8', (i: number) => `é${'ü'.repeat(30)}:${i}`],
+    ['astral and lone surrogates', (i: number) => `😀\ud800:${i}`],
+  ])('sizes %s keys exactly as written: every entry within the bound with its chain fields, none needlessly split', (_name, key) => {
+    const max = 4096;
+    const bytes = (f: string[]): number => f.reduce((n, s) => n + Buffer.byteLength(s), 0) + CHAIN_FIELDS_BYTES;
+    for (let n = 1; n <= 400; n += n < 100 ? 1 : 50) { // every size up to and across the one-entry limit
+      const keys = Array.from({ length: n }, (_, i) => key(i));
+      const entries = encode({ keys, tags: ['t"ag', 'tag'], clear: false }, { origin: 'o', time: 1, maxEntryBytes: max });
+      for (const f of entries) expect(bytes(f)).toBeLessThanOrEqual(max);
+      expect(entries.flatMap((f, i) => decode(`${i + 1}-0`, f, { maxEntryBytes: max }).keys)).toEqual(keys);
+      // Exact sizing: each item costs its JSON's UTF-8 bytes and a comma, and an entry is split
+      // only when the next key would not have fit (the estimate of the fixed fields is within 16 bytes).
+      for (const k of [...keys, 't"ag']) expect(encodedItemBytes(k)).toBe(Buffer.byteLength(JSON.stringify(k)) + 1);
+      if (entries.length > 1) {
+        const first = decode('1-0', entries[0]!, { maxEntryBytes: max }).keys.length;
+        expect(bytes(entries[0]!) + encodedItemBytes(keys[first]!)).toBeGreaterThan(max - 16);
+      }
+    }
+  });
+
+  it('epoch candidates never repeat in a process (a stream re-created by the same publisher gets a new epoch) and fit the bytes reserved for them', () => {
+    const seen = new Set<string>();
+    let longest = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const e = newEpoch();
+      longest = Math.max(longest, e.length);
+      seen.add(e);
+    }
+    expect(seen.size).toBe(20_000);
+    expect(longest).toBeLessThanOrEqual(40 - 11); // 40 reserved (CHAIN_FIELDS_BYTES); a counter never needs more than 11 base-36 digits
   });
 
   it.each([
