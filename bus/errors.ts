@@ -149,6 +149,20 @@ export class BadEntryError extends CachebusError {
 
 export type BadEntryReason = 'malformed' | 'version' | 'oversized' | 'signature';
 
+/**
+ * A subpath of cachebus was imported without the optional library it needs (an optional peer
+ * dependency): the message names the package to install.
+ */
+export class MissingPeerError extends CachebusError {
+  readonly subpath: string;
+  readonly peer: string;
+  constructor(subpath: string, peer: string, options?: { cause?: unknown }) {
+    super('E_MISSING_PEER', `${subpath} needs the package ${peer}, which is not installed: npm install ${peer}`, options);
+    this.subpath = subpath;
+    this.peer = peer;
+  }
+}
+
 export const errors = {
   CachebusError,
   InvalidOptionError,
@@ -166,4 +180,5 @@ export const errors = {
   BadEntryError,
   RelayError,
   LoadTimeoutError,
+  MissingPeerError,
 } as const;

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterError, InvalidOptionError, startCluster, type ClusterHandle } from '../worker-runtime/index.js';
+import { ClusterError, InvalidOptionError } from '../worker-runtime/index.js';
+import { startCluster, type ClusterHandle } from '../worker-runtime/cluster/index.js';
 import { until, waitForEvent } from './helpers/wait.js';
 
 /** The compiled public API, imported by the worker module written below. */

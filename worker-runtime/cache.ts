@@ -7,43 +7,17 @@ import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '
 import type { GapCause, ReaderHandlers } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
-import { durationMs, resolveOptions, type CacheOptions, type Duration, type Logger, type ResolvedOptions } from './options.js';
+import { durationMs, resolveOptions, type CacheOptions, type Logger, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
 import { RelayClient, resolveRelayMode } from './relay-client.js';
-import type { EntityDefinition } from '../bus/entities.js';
 import { DependencyGraph } from './dependencies.js';
-import { entityOf, type EntityHandle, type Row, type RowShape } from './entity.js';
-import { cacheOpenHooks } from './open-hooks.js';
-import { poolOf } from './pg-pool.js';
-import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
-import { runTransaction, type Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
+import { openOverlay } from './overlay.js';
+import { attachCore, runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
+import type { Awaitable, Cacheable, EntryOptions, Loader } from './types.js';
 import { kStaleSamplerDefaults, StaleSampler } from './stale-sampler.js';
 import type { EvictReason, LocalStore } from './policies/types.js';
 
-/** A value, or a promise of it: `get` answers a local hit synchronously; `await` works on both. */
-export type Awaitable<T> = T | Promise<T>;
-/**
- * Loads a missing value. `undefined` means "nothing to cache" (returned, not stored); any other
- * value, `null` included, is stored: `null` caches "there is no such thing" until the key is
- * invalidated like any other value.
- */
-export type Loader<V> = () => Awaitable<V | undefined>;
-/** What a cache can hold: anything but `undefined` (`null` included). */
-export type Cacheable = {} | null;
-
-export interface EntryOptions {
-  /** Tags of the entry; `invalidateTags` drops every entry carrying one of them. */
-  readonly tags?: readonly string[];
-  /** Time to live of this entry: ms, or a string such as `'30s'`, `'1h'` (overrides options.ttl). */
-  readonly ttl?: Duration;
-  /** Longest this entry's loader may take (overrides options.timeout); see LoadTimeoutError. */
-  readonly timeout?: Duration;
-  /**
-   * Keys this value is derived from: invalidating any of them (here or in any worker) drops this
-   * entry too, transitively, and discards its load if it is still in flight (docs/dependencies.md).
-   */
-  readonly dependsOn?: readonly string[];
-}
+export type { Awaitable, Cacheable, EntryOptions, Loader } from './types.js';
 
 interface Flight<V> {
   readonly promise: Promise<V | undefined>;
@@ -118,6 +92,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     const untyped = this as EventEmitter;
     untyped.on('newListener', track);
     untyped.on('removeListener', track);
+    attachCore(this, this.#internals()); // for the capabilities that attach from outside (coreOf)
     const rate = this.#o.staleSampleRate ?? kStaleSamplerDefaults.staleSampleRate;
     if (rate > 0) this.#installSampler(rate);
   }
@@ -167,10 +142,9 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     const every = Math.max(5, Math.min(1000, Math.floor(o.maxStaleMs / 10)));
     this.#watchdog = setInterval(() => this.#checkServable(), every);
     this.#watchdog.unref();
-    for (const hook of cacheOpenHooks) {
-      const dispose = await hook(this as unknown as Cache<{}>).catch((err: unknown) => { this.#error(err); });
-      if (dispose) this.#onClose.push(dispose);
-    }
+    // Write-behind's read side (I6): every cache with a bus reads pending rows first.
+    const dispose = await openOverlay(this).catch((err: unknown) => { this.#error(err); });
+    if (dispose) this.#onClose.push(dispose);
     return this;
   }
 
@@ -341,33 +315,6 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     return runBatch(this.#internals(), fn);
   }
 
-  /**
-   * Runs `fn` in a Postgres transaction on `db` (a pool, or a client not in a transaction;
-   * omitted: options.pg). Invalidations made inside are published as one entry only after COMMIT
-   * succeeds; values read or set inside stay private to the transaction (docs/transactions.md).
-   */
-  transaction<T>(fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
-  transaction<T>(db: TransactionDb, fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
-  transaction<T>(
-    a: TransactionDb | ((tx: Transaction<V>) => Promise<T> | T),
-    b?: ((tx: Transaction<V>) => Promise<T> | T) | TransactionOptions,
-    c?: TransactionOptions,
-  ): Promise<T> {
-    this.#assertOpen();
-    const core = this.#internals();
-    if (typeof a === 'function') return runTransaction(core, poolOf(core, this.#o.pg), a, b as TransactionOptions | undefined);
-    return runTransaction(core, a, b as (tx: Transaction<V>) => Promise<T> | T, c);
-  }
-
-  /**
-   * Registers a Postgres table (read-through by key, batched loads, write-through) and returns its
-   * handle; with a name, returns the handle of a registered entity (docs/entities.md).
-   */
-  entity<R extends RowShape = Row>(definition: EntityDefinition | string): EntityHandle<R> {
-    const core = this.#internals() as unknown as CacheCore<{}>;
-    return entityOf<R>(core, definition, () => poolOf(core, this.#o.pg));
-  }
-
   // ---- internals -------------------------------------------------------------------------
 
   /** Dependents of invalidated keys, of the entries and loads carrying invalidated tags. */
@@ -393,6 +340,8 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
       apply: (keys, tags, reason) => this.applyInvalidation(keys, tags, reason),
       clearLocal: () => { this.#clearLocal('local'); },
       onClose: (fn) => { this.#onClose.push(fn); },
+      assertOpen: () => this.#assertOpen(),
+      pg: this.#o.pg,
     };
     return this.#core;
   }
