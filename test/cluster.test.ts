@@ -8,7 +8,7 @@ import { startCluster, type ClusterHandle } from '../worker-runtime/cluster/inde
 import { until, waitForEvent } from './helpers/wait.js';
 
 /** The compiled public API, imported by the worker module written below. */
-const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
+const API = new URL('../dist/worker-runtime/cluster/index.js', import.meta.url).href;
 
 /**
  * A cluster worker: reports ready with its pid, index and config; on `crash` exits with code 3;

@@ -9,7 +9,7 @@ import { closeCachePool, createCachePool, threadStats } from '../worker-runtime/
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';
 
-const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
+const API = new URL('../dist/worker-runtime/piscina/entry.js', import.meta.url).href;
 
 /**
  * A piscina task module: each thread has its own cache (threadCache). `get` reports which
