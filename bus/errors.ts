@@ -155,11 +155,13 @@ export type BadEntryReason = 'malformed' | 'version' | 'oversized' | 'signature'
  */
 export class MissingPeerError extends CachebusError {
   readonly subpath: string;
-  readonly peer: string;
-  constructor(subpath: string, peer: string, options?: { cause?: unknown }) {
-    super('E_MISSING_PEER', `${subpath} needs the package ${peer}, which is not installed: npm install ${peer}`, options);
+  /** The packages to install. */
+  readonly peers: readonly string[];
+  constructor(subpath: string, peers: readonly string[], options?: { cause?: unknown }) {
+    const names = peers.length === 1 ? `the package ${peers[0]}, which is` : `the packages ${peers.slice(0, -1).join(', ')} and ${peers.at(-1)}, which are`;
+    super('E_MISSING_PEER', `${subpath} needs ${names} not installed: npm install ${peers.join(' ')}`, options);
     this.subpath = subpath;
-    this.peer = peer;
+    this.peers = peers;
   }
 }
 

@@ -97,6 +97,18 @@ describe('the guarded subpaths', () => {
       });
     });
 
+    if (sub === 'write-behind') {
+      it('cachebus/write-behind without bullmq nor pg: one sentence naming both', async () => {
+        const { stdout } = await run(`
+          await import(${url('write-behind/entry.js')}).catch((err) => console.log(JSON.stringify({ message: err.message, peers: err.peers })));`,
+        ['bullmq', 'pg']);
+        expect(JSON.parse(stdout)).toEqual({
+          message: 'cachebus/write-behind needs the packages bullmq and pg, which are not installed: npm install bullmq pg',
+          peers: ['bullmq', 'pg'],
+        });
+      });
+    }
+
     it(`cachebus/${sub} exports at run time exactly what its types declare (entry.js = index.js)`, async () => {
       const { stdout } = await run(`
         const entry = await import(${url(`${sub}/entry.js`)});

@@ -190,12 +190,12 @@ describe('the packed package', () => {
     expect(JSON.parse(stdout)).toEqual({ product: { id: 42, name: 'lamp', price: 10, version: 1 }, closed: true });
   }, 30_000);
 
-  it('cachebus/write-behind without bullmq fails with one sentence naming the package', async () => {
+  it('cachebus/write-behind without bullmq and pg fails with one sentence naming the packages', async () => {
     const { stdout } = await exec('node', ['optional.mjs'], { cwd: app, timeout: 20_000 });
     expect(JSON.parse(stdout)).toEqual({
       name: 'MissingPeerError',
       code: 'E_MISSING_PEER',
-      message: 'cachebus/write-behind needs the package bullmq, which is not installed: npm install bullmq',
+      message: 'cachebus/write-behind needs the packages bullmq and pg, which are not installed: npm install bullmq pg',
     });
   }, 30_000);
 

@@ -6,14 +6,27 @@ import { MissingPeerError } from '../bus/errors.js';
  * library is an optional peer dependency: a static import would fail while Node links the graph,
  * before any code of ours could run, so the entry imports its module dynamically.
  */
+function resolvable(pkg: string): boolean {
+  try {
+    import.meta.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function loadCapability<M>(subpath: string, peers: readonly string[], load: () => Promise<M>): Promise<M> {
   try {
     return await load();
   } catch (err) {
     const e = err as { code?: unknown; message?: unknown };
     if (e?.code === 'ERR_MODULE_NOT_FOUND' && typeof e.message === 'string') {
-      const missing = peers.find((p) => e.message!.toString().includes(`'${p}'`));
-      if (missing !== undefined) throw new MissingPeerError(subpath, missing, { cause: err });
+      const message = e.message;
+      if (peers.some((p) => message.includes(`'${p}'`))) {
+        // Name every absent peer at once, not one per attempt.
+        const missing = peers.filter((p) => message.includes(`'${p}'`) || !resolvable(p));
+        throw new MissingPeerError(subpath, missing, { cause: err });
+      }
     }
     throw err;
   }
