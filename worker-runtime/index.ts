@@ -7,7 +7,7 @@
  *   cachebus/cluster       node:cluster wiring and the relay hub
  *   cachebus/piscina       worker-thread pools (piscina)
  *   cachebus/metrics       Prometheus metrics, cluster and thread aggregation (prom-client)
- * What lives in this folder and which invariants: README.md.
+ * What each file owns and which invariants (docs/guarantees.md) live where: README.md.
  */
 export { createCache, Cache, type Awaitable, type Loader, type Cacheable, type EntryOptions } from './cache.js';
 export type { CacheOptions, Duration, Logger } from './options.js';

@@ -1,8 +1,10 @@
 /**
  * cachebus/cluster — node:cluster wiring (`startCluster`, worker helpers) and the relay hub that
  * reads the stream once per host and relays it to the workers over IPC or BroadcastChannel (the
- * relay client a cache uses, options.relay, is in the core). No optional library needed. What
- * lives here and which invariants: README.md.
+ * relay client a cache uses, options.relay, is in the core). No optional library needed.
+ * Invariants here: I2 and I3 hold through the hub (it relays gaps and proofs; a closed hub proves
+ * nothing more).
+ * The folder's map: ../README.md.
  */
 export {
   startCluster, ClusterHandle, kClusterDefaults, isClusterWorker, workerIndex, workerConfig, workerReady, onShutdown,

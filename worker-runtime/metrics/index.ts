@@ -3,7 +3,9 @@
  * their aggregation across node:cluster workers and worker threads. Needs `prom-client` (an
  * optional peer dependency of cachebus). Metrics listen to events; the core never imports this
  * folder. The stale-read sampler that feeds cachebus_stale_reads_total runs inside the cache
- * (options.staleSampleRate) and is exported here too. What lives here: README.md.
+ * (options.staleSampleRate) and is exported here too.
+ * No invariant of its own: metrics only listen to events (the core never imports prom-client).
+ * The folder's map: ../README.md.
  */
 export {
   CacheMetrics, cacheMetrics, kMetricsDefaults, type CacheMetricsOptions,
