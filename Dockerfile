@@ -12,7 +12,12 @@ COPY cli ./cli
 COPY demo-workers ./demo-workers
 COPY bench ./bench
 COPY test ./test
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
+# The image runs every capability (sidecar, demo), so the optional peers (pg, bullmq, piscina,
+# prom-client: devDependencies here) become dependencies before the dev tools are dropped; the
+# versions stay the locked ones (`npm prune --omit=dev` alone would drop the peers too).
+RUN npx tsc -p tsconfig.json \
+ && node -e "const f=require('fs');const p=JSON.parse(f.readFileSync('package.json','utf8'));p.dependencies={...p.dependencies,...p.peerDependencies};delete p.peerDependencies;delete p.peerDependenciesMeta;delete p.devDependencies;f.writeFileSync('package.json',JSON.stringify(p,null,2))" \
+ && npm install --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production

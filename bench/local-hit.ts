@@ -51,19 +51,19 @@ function measure(c: Contender, keys: string[], idx: Uint32Array, loader: () => n
 type Metrics = { ok: true; detach(): void } | { ok: false; why: string };
 
 /**
- * Turns the issue-6 metrics on for `cache` (worker-runtime/metrics.ts: `cacheMetrics`), with
+ * Turns the issue-6 metrics on for `cache` (worker-runtime/metrics/metrics.ts: `cacheMetrics`), with
  * one scrape so every collector has run. Loaded by a computed specifier, so this benchmark
  * still builds and runs where that module is absent.
  */
 async function attachMetrics(cache: Cache<number>): Promise<Metrics> {
-  const spec = '../worker-runtime/metrics.js';
+  const spec = '../worker-runtime/metrics/metrics.js';
   let mod: { cacheMetrics?: (c: Cache<number>, o: { cluster: boolean }) => { metrics(): Promise<string>; close(): void } };
   try {
     mod = (await import(spec)) as typeof mod;
   } catch {
-    return { ok: false, why: 'worker-runtime/metrics.ts not built' };
+    return { ok: false, why: 'worker-runtime/metrics/metrics.ts not built' };
   }
-  if (typeof mod.cacheMetrics !== 'function') return { ok: false, why: 'worker-runtime/metrics.ts has no cacheMetrics()' };
+  if (typeof mod.cacheMetrics !== 'function') return { ok: false, why: 'worker-runtime/metrics/metrics.ts has no cacheMetrics()' };
   const m = mod.cacheMetrics(cache, { cluster: false });
   await m.metrics();
   return { ok: true, detach: () => m.close() };

@@ -22,7 +22,8 @@
  */
 import { parseArgs } from 'node:util';
 import { LRUCache } from 'lru-cache';
-import { CacheMetrics, createCache, type Cache } from '../worker-runtime/index.js';
+import { createCache, type Cache } from '../worker-runtime/index.js';
+import { CacheMetrics } from '../worker-runtime/metrics/index.js';
 
 type Loop = (target: unknown, keys: string[], idx: Uint32Array, from: number, to: number, loader: () => number) => number;
 

@@ -19,7 +19,7 @@ import { kFlusherDefaults } from '../bus/write-behind/flusher-options.js';
 import { makeUpsert, UPSERT_METHODS, type UpsertMethod } from '../bus/write-behind/upsert.js';
 import type { PendingRow } from '../bus/write-behind/codec.js';
 import { createCache } from '../worker-runtime/index.js';
-import { writeBehind } from '../worker-runtime/write-behind.js';
+import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { cleanupPrefix, median, nowNs, percentile, randomPrefix, row, runIfMain, type BenchContext, type Benchmark, type Row } from './harness.js';
 
 const DEF = { name: 'bench_items', version: 'version', columns: ['doc'] } as const;

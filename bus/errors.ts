@@ -149,6 +149,22 @@ export class BadEntryError extends CachebusError {
 
 export type BadEntryReason = 'malformed' | 'version' | 'oversized' | 'signature';
 
+/**
+ * A subpath of cachebus was imported without the optional library it needs (an optional peer
+ * dependency): the message names the package to install.
+ */
+export class MissingPeerError extends CachebusError {
+  readonly subpath: string;
+  /** The packages to install. */
+  readonly peers: readonly string[];
+  constructor(subpath: string, peers: readonly string[], options?: { cause?: unknown }) {
+    const names = peers.length === 1 ? `the package ${peers[0]}, which is` : `the packages ${peers.slice(0, -1).join(', ')} and ${peers.at(-1)}, which are`;
+    super('E_MISSING_PEER', `${subpath} needs ${names} not installed: npm install ${peers.join(' ')}`, options);
+    this.subpath = subpath;
+    this.peers = peers;
+  }
+}
+
 export const errors = {
   CachebusError,
   InvalidOptionError,
@@ -166,4 +182,5 @@ export const errors = {
   BadEntryError,
   RelayError,
   LoadTimeoutError,
+  MissingPeerError,
 } as const;

@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { InvalidOptionError } from './errors.js';
+import type { PgInput } from './pg-input.js';
 
-/** What a caller may pass as Postgres: a `pg.Pool` (not closed by cachebus) or a connection string. */
-export type PgInput = pg.Pool | string;
+export type { PgInput, PgPoolLike } from './pg-input.js';
 
 export interface PgHandle {
   readonly pool: pg.Pool;

@@ -59,6 +59,14 @@ function describeFailure(cmd: string, err: unknown): { code: number; message: st
   return { code: 1, message: `${who}: unexpected error: ${msg} (set CACHEBUS_DEBUG=1 for the stack trace)` };
 }
 
+/** The optional peer dependency (package.json peerDependenciesMeta) a failed import is missing, if any. */
+function missingPeer(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  if (e?.code !== 'ERR_MODULE_NOT_FOUND' || typeof e.message !== 'string') return undefined;
+  const msg = e.message;
+  return ['pg', 'bullmq', 'piscina', 'prom-client'].find((p) => msg.includes(`'${p}'`));
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === '--version' || name === '-v' || name === 'version') {
@@ -74,7 +82,14 @@ async function main(argv: string[]): Promise<number> {
     console.error(`cachebus: unknown command ${JSON.stringify(name)} (cachebus --help lists the commands)`);
     return 2;
   }
-  const mod = await cmd.load();
+  const mod = await cmd.load().catch((err: unknown) => {
+    const peer = missingPeer(err);
+    if (peer === undefined) throw err;
+    // An optional peer dependency of cachebus this command needs (a cache-only install has none).
+    console.error(`cachebus ${name} needs the package ${peer}, which is not installed: npm install ${peer}`);
+    return undefined;
+  });
+  if (mod === undefined) return 1;
   try {
     return await mod.run(rest);
   } catch (err) {

@@ -5,7 +5,7 @@ import { createFlusherService, type FlusherService } from '../bus/write-behind/s
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { redactUrl } from '../bus/bus.js';
-import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics-sidecar.js';
+import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics/metrics-sidecar.js';
 import { CliError, UsageError, databaseUrl, namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 import { checkPort, checkPostgres, checkRedis, findOutbox, OutboxNotFoundError, reason } from './checks.js';
 

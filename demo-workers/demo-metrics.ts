@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import type { MetricsServer } from '../worker-runtime/index.js';
+import type { MetricsServer } from '../worker-runtime/metrics/index.js';
 
 /** What /metrics reports about the demo itself, read at scrape time. */
 export interface DemoLive {

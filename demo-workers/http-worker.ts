@@ -6,10 +6,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import {
-  cacheMetrics, closeCachePool, createCache, createCachePool, onShutdown, threadStats, ThreadMetricsCollector, workerConfig,
-  workerIndex, workerReady, type Cache,
-} from '../worker-runtime/index.js';
+import { createCache, type Cache } from '../worker-runtime/index.js';
+import { onShutdown, workerConfig, workerIndex, workerReady } from '../worker-runtime/cluster/index.js';
+import { closeCachePool, createCachePool, threadStats } from '../worker-runtime/piscina/index.js';
+import { cacheMetrics, ThreadMetricsCollector } from '../worker-runtime/metrics/index.js';
 import { productLoader } from './loader.js';
 import {
   productKey, productsTable, versionOf, type LiveReply, type Product, type ReadReply, type ReadyInfo, type StatsReply, type WorkerConfig,

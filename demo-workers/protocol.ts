@@ -1,4 +1,5 @@
-import type { CacheStats, ThreadCacheStats } from '../worker-runtime/index.js';
+import type { CacheStats } from '../worker-runtime/index.js';
+import type { ThreadCacheStats } from '../worker-runtime/piscina/index.js';
 
 /** What the primary hands every HTTP worker (through startCluster's config) for one scenario. */
 export interface WorkerConfig {

@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startCluster } from '../worker-runtime/index.js';
+import { startCluster } from '../worker-runtime/cluster/index.js';
 import { DemoUsageError, parseDemoArgs, usage, type DemoOptions } from './args.js';
 import { serveDemoMetrics, type DemoLive } from './demo-metrics.js';
 import { drive, getJson, type DriverCounts } from './driver.js';

@@ -4,7 +4,9 @@
  */
 import { threadId, workerData } from 'node:worker_threads';
 import pg from 'pg';
-import { cacheMetrics, onThreadClose, reportMetricsToParent, threadCache, type Cache } from '../worker-runtime/index.js';
+import { type Cache } from '../worker-runtime/index.js';
+import { onThreadClose, threadCache } from '../worker-runtime/piscina/index.js';
+import { cacheMetrics, reportMetricsToParent } from '../worker-runtime/metrics/index.js';
 import { productLoader } from './loader.js';
 import { writeModes } from './writers.js';
 import { productKey, productsTable, versionOf, type Product, type ReadReply, type WorkerConfig } from './protocol.js';

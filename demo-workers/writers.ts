@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { writeBehind, type Cache } from '../worker-runtime/index.js';
+import { type Cache } from '../worker-runtime/index.js';
+import { writeBehind } from '../worker-runtime/write-behind/index.js';
 import type { Product, WorkerConfig, WriteReply } from './protocol.js';
 import { productKey } from './protocol.js';
 

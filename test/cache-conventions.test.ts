@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache, InvalidOptionError, LoadTimeoutError, type CacheOptions, type PolicyName } from '../worker-runtime/index.js';
+import { entity } from '../worker-runtime/postgres/index.js';
 import { durationMs } from '../worker-runtime/options.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until, waitForEvent } from './helpers/wait.js';
@@ -115,7 +116,7 @@ describe('logger.warn', () => {
       try {
         const c = await make({ redis: false, pg: schema.pool, logger: { error: () => {}, warn: (o, m) => { warned.push([o, m]); } } });
         interface Event { id: number; title: string }
-        const events = c.entity<Event>({ name: 'events', key: 'id', columns: ['title'] });
+        const events = entity<Event>(c, { name: 'events', key: 'id', columns: ['title'] });
         const row = await events.get(7);
         expect(row?.title).toBe('launch');
         expect(await events.update(7, { title: 'release' })).toMatchObject({ title: 'release' });

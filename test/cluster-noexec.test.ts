@@ -9,7 +9,8 @@ import { freePort } from './helpers/redis.js';
 const run = promisify(execFile);
 
 /** The compiled public API, imported by the script written below. */
-const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
+const API = new URL('../dist/worker-runtime/cluster/index.js', import.meta.url).href;
+const METRICS = new URL('../dist/worker-runtime/metrics/entry.js', import.meta.url).href;
 
 /**
  * One script that is both the primary and its workers, as docs/cluster-and-threads.md shows:
@@ -22,7 +23,8 @@ const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
  */
 const SCRIPT = `
 import cluster from 'node:cluster';
-import { startCluster, workerConfig, workerIndex, workerReady, onShutdown, serveMetrics, defaultWorkerLabel } from ${JSON.stringify(API)};
+import { startCluster, workerConfig, workerIndex, workerReady, onShutdown } from ${JSON.stringify(API)};
+import { serveMetrics, defaultWorkerLabel } from ${JSON.stringify(METRICS)};
 
 if (cluster.isPrimary) {
   const [mode, port] = [process.argv[2], Number(process.argv[3])];

@@ -6,7 +6,7 @@ import { OutboxRelay } from '../bus/outbox/relay.js';
 import { installTriggers } from '../bus/outbox/triggers.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind } from '../worker-runtime/write-behind.js';
+import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { createItems, ITEMS, itemsById } from './fixtures/wb-db.js';
 import { TestSchema } from './helpers/pg.js';
 import { randomPrefix } from './helpers/redis.js';

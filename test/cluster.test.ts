@@ -3,11 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterError, InvalidOptionError, startCluster, type ClusterHandle } from '../worker-runtime/index.js';
+import { ClusterError, InvalidOptionError } from '../worker-runtime/index.js';
+import { startCluster, type ClusterHandle } from '../worker-runtime/cluster/index.js';
 import { until, waitForEvent } from './helpers/wait.js';
 
 /** The compiled public API, imported by the worker module written below. */
-const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
+const API = new URL('../dist/worker-runtime/cluster/index.js', import.meta.url).href;
 
 /**
  * A cluster worker: reports ready with its pid, index and config; on `crash` exits with code 3;

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createCache, type Cache, errors } from '../worker-runtime/index.js';
+import { entity, transaction } from '../worker-runtime/postgres/index.js';
 import { canonicalKey, type KeyKind } from '../bus/key-types.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
@@ -48,7 +49,7 @@ afterEach(async () => {
 describe('cache.entity', () => {
   it('reads through by primary key, then serves from the cache', async () => {
     const c = await make();
-    const products = c.entity<Product>(def);
+    const products = entity<Product>(c, def);
     expect(await products.get(42)).toEqual({ id: 42, name: 'p42', price: '42', version: '1' });
     expect(await products.get(42)).toEqual({ id: 42, name: 'p42', price: '42', version: '1' });
     expect(pool.selects).toBe(1);
@@ -59,7 +60,7 @@ describe('cache.entity', () => {
 
   it('getMany loads every miss with ONE WHERE key = ANY($1) query, in the order asked', async () => {
     const c = await make();
-    const products = c.entity<Product>(def);
+    const products = entity<Product>(c, def);
     await products.get(2);
     pool.selects = 0;
     const rows = await products.getMany([1, 2, 3, 999, 4, 3]);
@@ -72,8 +73,8 @@ describe('cache.entity', () => {
   it('update writes through, bumps the version, and other workers drop the row after COMMIT', async () => {
     const a = await make();
     const b = await make();
-    const pa = a.entity<Product>(def);
-    const pb = b.entity<Product>(def);
+    const pa = entity<Product>(a, def);
+    const pb = entity<Product>(b, def);
     await pa.get(42);
     await pb.get(42);
     const received = waitForEvent(b, 'received');
@@ -88,7 +89,7 @@ describe('cache.entity', () => {
 
   it('upsert inserts or updates (ON CONFLICT); delete removes; both publish', async () => {
     const a = await make();
-    const products = a.entity<Product>(def);
+    const products = entity<Product>(a, def);
     const published: { keys: number }[] = [];
     a.on('published', (p) => published.push(p));
     expect(await products.upsert({ id: 100, name: 'new', price: '1' } as Product)).toMatchObject({ id: 100, version: '1' });
@@ -101,7 +102,7 @@ describe('cache.entity', () => {
 
   it('values are parameters: a hostile string is stored as text', async () => {
     const a = await make();
-    const products = a.entity<Product>(def);
+    const products = entity<Product>(a, def);
     const evil = "x'); DROP TABLE products; --";
     await products.update(1, { name: evil });
     expect((await products.get(1))?.name).toBe(evil);
@@ -110,23 +111,23 @@ describe('cache.entity', () => {
 
   it('unknown entities and columns are typed errors; bad identifiers are refused up front', async () => {
     const a = await make();
-    const products = a.entity<Product>(def);
-    expect(() => a.entity('nope')).toThrow(errors.UnknownEntityError);
+    const products = entity<Product>(a, def);
+    expect(() => entity(a, 'nope')).toThrow(errors.UnknownEntityError);
     await expect(products.update(1, { colour: 'red' } as Partial<Product>)).rejects.toMatchObject({ code: 'E_UNKNOWN_ENTITY' });
     await expect(products.update(1, { id: 2 } as Partial<Product>)).rejects.toMatchObject({ code: 'E_INVALID_VALUE' });
-    expect(() => a.entity({ name: 'bad', columns: ['name; DROP TABLE products'] })).toThrow(errors.InvalidOptionError);
-    expect(() => a.entity(def)).toThrow(/already registered/);
-    expect(a.entity('products')).toBe(products);
+    expect(() => entity(a, { name: 'bad', columns: ['name; DROP TABLE products'] })).toThrow(errors.InvalidOptionError);
+    expect(() => entity(a, def)).toThrow(/already registered/);
+    expect(entity(a, 'products')).toBe(products);
   });
 
   it('inside a transaction: reads see its writes, nothing is shared or published before COMMIT', async () => {
     const a = await make();
     const b = await make();
-    const pa = a.entity<Product>(def);
-    await b.entity<Product>(def).get(5);
+    const pa = entity<Product>(a, def);
+    await entity<Product>(b, def).get(5);
     const published: unknown[] = [];
     a.on('published', (p) => published.push(p));
-    await a.transaction(async (tx) => {
+    await transaction(a, async (tx) => {
       await pa.update(5, { price: '0.5' });
       await pa.update(6, { price: '0.6' });
       expect((await pa.get(5))?.price).toBe('0.5');
@@ -140,7 +141,7 @@ describe('cache.entity', () => {
     expect((await pa.get(5))?.price).toBe('5');
 
     const received = waitForEvent<{ keys: number }>(b, 'received');
-    await a.transaction(async () => {
+    await transaction(a, async () => {
       await pa.update(5, { price: '0.5' });
       await pa.update(6, { price: '0.6' });
     });
@@ -154,8 +155,8 @@ describe('cache.entity', () => {
       INSERT INTO tokens VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'one')`);
     const a = await make();
     const b = await make();
-    const pa = a.entity<Product>(def);
-    const pb = b.entity<Product>(def);
+    const pa = entity<Product>(a, def);
+    const pb = entity<Product>(b, def);
     // One entry, whatever the spelling.
     expect(await pb.get(7)).toMatchObject({ id: 7 });
     expect(await pb.get('007')).toMatchObject({ id: 7 });
@@ -178,8 +179,8 @@ describe('cache.entity', () => {
     await received;
     expect(b.peek('products:9')).toBeUndefined();
 
-    const ta = a.entity({ name: 'tokens', columns: ['label'] });
-    const tb = b.entity({ name: 'tokens', columns: ['label'] });
+    const ta = entity(a, { name: 'tokens', columns: ['label'] });
+    const tb = entity(b, { name: 'tokens', columns: ['label'] });
     const upper = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11';
     expect(await tb.get(upper)).toMatchObject({ label: 'one' });
     expect(b.peek('tokens:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')).toMatchObject({ label: 'one' });

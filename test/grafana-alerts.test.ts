@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { OutboxRelay } from '../bus/outbox/relay.js';
-import {
-  CacheMetrics, createCache, installOutbox, serveMetrics, SidecarMetrics, type Cache, type MetricsServer,
-} from '../worker-runtime/index.js';
+import { createCache, type Cache } from '../worker-runtime/index.js';
+import { installOutbox } from '../worker-runtime/postgres/index.js';
+import { CacheMetrics, serveMetrics, SidecarMetrics, type MetricsServer } from '../worker-runtime/metrics/index.js';
 import { MetricsApp, PROMTOOL_BIN, prometheusMissing, TestPrometheus, type PromAlert } from './helpers/prometheus.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL, TestRedis } from './helpers/redis.js';

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
-import { CacheMetrics, SidecarMetrics } from '../worker-runtime/index.js';
+import { CacheMetrics, SidecarMetrics } from '../worker-runtime/metrics/index.js';
 import {
   MetricsApp, PROMTOOL_BIN, prometheusMissing, TestPrometheus, type PromResult,
 } from './helpers/prometheus.js';

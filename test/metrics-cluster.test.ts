@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { CacheMetrics, createCache, ThreadMetricsCollector, type Cache } from '../worker-runtime/index.js';
+import { createCache, type Cache } from '../worker-runtime/index.js';
+import { CacheMetrics, ThreadMetricsCollector } from '../worker-runtime/metrics/index.js';
 import { MetricsApp, parseExposition, scrape, value } from './helpers/prometheus.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';

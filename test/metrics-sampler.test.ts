@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Cache, CacheMetrics, createCache, InvalidOptionError, StaleSampler, type StaleResult } from '../worker-runtime/index.js';
+import { Cache, createCache, InvalidOptionError, StaleSampler, type StaleResult } from '../worker-runtime/index.js';
+import { CacheMetrics } from '../worker-runtime/metrics/index.js';
 import { parseExposition, value } from './helpers/prometheus.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { waitForEvent } from './helpers/wait.js';

@@ -8,6 +8,7 @@ import { OutboxRelay, type OutboxRelayOptions } from '../bus/outbox/relay.js';
 import { splitByEncodedSize } from '../bus/outbox/split.js';
 import { installOutbox, installTriggers, uninstallTriggers } from '../bus/outbox/triggers.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
+import { entity, transaction } from '../worker-runtime/postgres/index.js';
 import { DATABASE_URL, TestSchema } from './helpers/pg.js';
 import { FIXTURES } from './helpers/procs.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
@@ -162,7 +163,7 @@ describe('canonical keys in the triggers (issue 12 case 12)', () => {
     await schema.pool.query("CREATE TABLE prices (id numeric PRIMARY KEY, v int NOT NULL); INSERT INTO prices VALUES (7.50, 1)");
     await installTriggers(schema.pool, { name: 'prices', columns: ['v'] }, { namespace: 'shop' });
     const c = await cache({ pg: schema.pool });
-    const prices = c.entity({ name: 'prices', columns: ['v'] });
+    const prices = entity(c, { name: 'prices', columns: ['v'] });
     expect(await prices.get('7.500')).toMatchObject({ v: 1 });
     expect(c.peek('prices:7.5')).toBeDefined();
     await schema.pool.query('UPDATE prices SET v = 2');
@@ -173,7 +174,7 @@ describe('canonical keys in the triggers (issue 12 case 12)', () => {
   });
 });
 
-describe('cache.transaction({ outbox }) (issue 11 case 14)', () => {
+describe('transaction(cache, { outbox }) (issue 11 case 14)', () => {
   it('kill -9 right after COMMIT, before publishing: the sidecar relay still invalidates every worker', async () => {
     await installOutbox(schema.pool);
     const b = await cache();
@@ -198,19 +199,19 @@ describe('cache.transaction({ outbox }) (issue 11 case 14)', () => {
   it('records keys, tags and clears in the same transaction; publishes itself and deletes its rows; a rollback records nothing', async () => {
     await installOutbox(schema.pool);
     const a = await cache({ pg: schema.pool });
-    await a.transaction(async (tx) => {
+    await transaction(a, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 1 WHERE id = 1');
       tx.invalidate('accounts:1');
       tx.invalidateTags('balances');
     }, { outbox: true });
     expect(await outbox()).toEqual([]); // published here, rows deleted
-    await expect(a.transaction(async (tx) => {
+    await expect(transaction(a, async (tx) => {
       tx.invalidate('accounts:2');
       throw new Error('no');
     }, { outbox: true })).rejects.toThrow('no');
     expect(await outbox()).toEqual([]);
     // Publishing never happens (the hook throws, as a crash would stop it): the rows stay for the relay.
-    await expect(a.transaction(async (tx) => {
+    await expect(transaction(a, async (tx) => {
       tx.invalidate('accounts:2');
       tx.invalidateTags('balances');
       await a.clear();
@@ -223,7 +224,7 @@ describe('cache.transaction({ outbox }) (issue 11 case 14)', () => {
     await r.start();
     expect(await received).toMatchObject({ clear: true, tags: 1, keys: 1 });
     expect(b.peek('x')).toBeUndefined();
-    await expect(a.transaction(async () => undefined, { outbox: '' })).rejects.toMatchObject({ code: 'E_INVALID_OPTION' });
+    await expect(transaction(a, async () => undefined, { outbox: '' })).rejects.toMatchObject({ code: 'E_INVALID_OPTION' });
   });
 });
 

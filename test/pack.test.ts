@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,9 +9,11 @@ import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 
 /**
  * The package as a user gets it: `npm pack` (of the current build: run tsc first), installed
- * from the tarball into a fresh app with `npm install` (the registry, or npm's cache), then
- * strict tsc with skipLibCheck: false under moduleResolution node16 and bundler, and a small
- * program against the real Redis. Slow (an install and two type-checks): its own timeouts.
+ * from the tarball into fresh apps with `npm install` (the registry, or npm's cache), then
+ * strict tsc with skipLibCheck: false under moduleResolution node16 and bundler, and programs
+ * against the real Redis. Two apps: a cache-only one (cachebus alone: its optional peers pg,
+ * bullmq, piscina, prom-client are not installed) and a full one (every peer installed, every
+ * subpath used). Slow (two installs and four type-checks): its own timeouts.
  */
 const exec = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -20,8 +22,22 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { na
 
 let dir: string;
 let app: string;
+let full: string;
 let files: string[];
 const prefix = randomPrefix();
+
+/** The optional peers, at the ranges cachebus declares (installed in the full app only). */
+const PEERS = Object.entries((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { peerDependencies: Record<string, string> })
+  .peerDependencies).map(([name, range]) => `${name}@${range}`);
+
+/** Run in the cache-only app: a subpath whose library is absent fails with one sentence. */
+const OPTIONAL_IMPORT = `try {
+  await import('cachebus/write-behind');
+  console.log(JSON.stringify({ loaded: true }));
+} catch (err) {
+  console.log(JSON.stringify({ name: err.name, code: err.code, message: err.message }));
+}
+`;
 
 const PROGRAM = `import { createCache } from 'cachebus';
 
@@ -37,6 +53,41 @@ console.log(JSON.stringify({ loaded, afterInvalidate: cache.peek('product:1') ??
 await cache.close();
 `;
 
+/** What the README's first example uses without declaring it (as in test/types.test.ts). */
+const README_CONTEXT = `interface Product { id: number; name: string; price: number; version: number }
+async function loadProduct(id: number): Promise<Product | null> { return { id, name: 'lamp', price: 10, version: 1 }; }
+const value: Product = { id: 42, name: 'lamp', price: 12, version: 2 };
+`;
+
+/** The first TypeScript example of the README (as shipped), with a random key prefix added. */
+function readmeExample(): string {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const block = /```ts\n([\s\S]*?)```/.exec(readme)![1]!;
+  const given = "namespace: 'shop',";
+  expect(block).toContain(given);
+  const body = block.replace(given, `${given} prefix: process.env.CACHEBUS_PREFIX ?? 'cachebus',`);
+  // The import first, then the context, the example, and what the test reads back.
+  const [first, ...rest] = body.split('\n');
+  return [first, README_CONTEXT, ...rest, 'console.log(JSON.stringify({ product, closed: true }));', ''].join('\n');
+}
+
+/** Every subpath in one program (type-checked in the full app; not run). */
+const ALL_SUBPATHS = `import { createCache, MissingPeerError } from 'cachebus';
+import { entity, transaction, installTriggers, type EntityHandle } from 'cachebus/postgres';
+import { writeBehind, Flusher, type WriteBehindEntity } from 'cachebus/write-behind';
+import { startCluster, startRelayHub } from 'cachebus/cluster';
+import { createCachePool, threadCache } from 'cachebus/piscina';
+import { cacheMetrics, serveMetrics } from 'cachebus/metrics';
+
+export async function main(): Promise<void> {
+  const cache = await createCache<{}>({ namespace: 'all', maxEntries: 10 });
+  const products: EntityHandle<{ id: number; name: string }> = entity(cache, { name: 'products', table: 'products', key: 'id', columns: ['name'] });
+  await transaction(cache, async (tx) => { await products.update(1, { name: 'x' }); tx.invalidate('k'); });
+  const wb: WriteBehindEntity = await writeBehind(cache, { name: 'items', table: 'items', key: 'id', version: 'version', columns: ['v'] });
+  void [wb, Flusher, installTriggers, startCluster, startRelayHub, createCachePool, threadCache, cacheMetrics(cache), serveMetrics, MissingPeerError];
+}
+`;
+
 function tsconfig(resolution: 'node16' | 'bundler', emit: boolean): string {
   return JSON.stringify({
     compilerOptions: {
@@ -46,9 +97,8 @@ function tsconfig(resolution: 'node16' | 'bundler', emit: boolean): string {
       strict: true,
       skipLibCheck: false,
       types: ['node'],
-      // piscina's own .d.ts imports its package.json (TS2732 without this under node16); it is
-      // reached through the main entry until the piscina integration gets an entry of its own.
-      ...(resolution === 'node16' ? { resolveJsonModule: true } : {}),
+      // No resolveJsonModule: piscina's own .d.ts needs it under node16 (TS2732), and only the
+      // full app (which imports cachebus/piscina) sets it.
       ...(emit ? { outDir: 'out' } : { noEmit: true }),
     },
     include: ['src'],
@@ -64,10 +114,24 @@ beforeAll(async () => {
   mkdirSync(join(app, 'src'), { recursive: true });
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
   writeFileSync(join(app, 'src', 'main.ts'), PROGRAM);
+  writeFileSync(join(app, 'src', 'readme.ts'), readmeExample());
+  writeFileSync(join(app, 'optional.mjs'), OPTIONAL_IMPORT);
   writeFileSync(join(app, 'tsconfig.node16.json'), tsconfig('node16', true));
   writeFileSync(join(app, 'tsconfig.bundler.json'), tsconfig('bundler', false));
-  await exec('npm', ['install', join(dir, packed.filename), '@types/node@20', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app });
-}, 180_000);
+  full = join(dir, 'full');
+  mkdirSync(join(full, 'src'), { recursive: true });
+  writeFileSync(join(full, 'package.json'), JSON.stringify({ name: 'full', private: true, type: 'module' }));
+  writeFileSync(join(full, 'src', 'all.ts'), ALL_SUBPATHS);
+  for (const r of ['node16', 'bundler'] as const) {
+    const config = JSON.parse(tsconfig(r, false)) as { compilerOptions: Record<string, unknown> };
+    if (r === 'node16') config.compilerOptions.resolveJsonModule = true; // piscina's .d.ts imports its package.json
+    writeFileSync(join(full, `tsconfig.${r}.json`), JSON.stringify(config, null, 2));
+  }
+  const tarball = join(dir, packed.filename);
+  const flags = ['--no-audit', '--no-fund', '--prefer-offline'];
+  await exec('npm', ['install', tarball, '@types/node@20', ...flags], { cwd: app });
+  await exec('npm', ['install', tarball, '@types/node@20', ...PEERS, ...flags], { cwd: full });
+}, 300_000);
 
 afterAll(async () => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
@@ -101,12 +165,39 @@ describe('the packed package', () => {
     expect(broken).toEqual([]);
   });
 
-  it('type-checks a strict app (skipLibCheck: false) under moduleResolution node16 and bundler', async () => {
+  it('declares pg, bullmq, piscina, prom-client as optional peers: a cache-only install has none of them', () => {
+    const installed = ['pg', 'bullmq', 'piscina', 'prom-client', '@types/pg'].filter((p) => existsSync(join(app, 'node_modules', p)));
+    expect(installed).toEqual([]);
+    expect(existsSync(join(app, 'node_modules', 'ioredis'))).toBe(true);
+  });
+
+  it('type-checks a strict cache-only app (skipLibCheck: false) under moduleResolution node16 and bundler', async () => {
     const results = await Promise.allSettled(['node16', 'bundler'].map((r) =>
       exec('node', [TSC, '-p', `tsconfig.${r}.json`], { cwd: app })));
     const errors = results.map((r, i) => r.status === 'fulfilled' ? '' : `${['node16', 'bundler'][i]}: ${(r.reason as { stdout: string }).stdout}`);
     expect(errors.join('')).toBe('');
   }, 180_000);
+
+  it('type-checks every subpath in a strict app with the peers installed (node16 and bundler)', async () => {
+    const results = await Promise.allSettled(['node16', 'bundler'].map((r) =>
+      exec('node', [TSC, '-p', `tsconfig.${r}.json`], { cwd: full })));
+    const errors = results.map((r, i) => r.status === 'fulfilled' ? '' : `${['node16', 'bundler'][i]}: ${(r.reason as { stdout: string }).stdout}`);
+    expect(errors.join('')).toBe('');
+  }, 180_000);
+
+  it("runs the README's first example in the cache-only app against the real Redis", async () => {
+    const { stdout } = await exec('node', ['out/readme.js'], { cwd: app, env: { ...process.env, CACHEBUS_PREFIX: prefix }, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ product: { id: 42, name: 'lamp', price: 10, version: 1 }, closed: true });
+  }, 30_000);
+
+  it('cachebus/write-behind without bullmq and pg fails with one sentence naming the packages', async () => {
+    const { stdout } = await exec('node', ['optional.mjs'], { cwd: app, timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({
+      name: 'MissingPeerError',
+      code: 'E_MISSING_PEER',
+      message: 'cachebus/write-behind needs the packages bullmq and pg, which are not installed: npm install bullmq pg',
+    });
+  }, 30_000);
 
   it('runs: createCache against the real Redis, get, invalidate', async () => {
     const { stdout } = await exec('node', ['out/main.js'], { cwd: app, env: { ...process.env, REDIS_URL, CACHEBUS_PREFIX: prefix }, timeout: 20_000 });
@@ -114,10 +205,17 @@ describe('the packed package', () => {
   }, 30_000);
 
   it('installs the cachebus binary: --version, and demo --help does not promise PGlite', async () => {
-    const bin = join(app, 'node_modules', '.bin', 'cachebus');
+    expect((await exec(join(app, 'node_modules', '.bin', 'cachebus'), ['--version'])).stdout.trim()).toBe(pkg.version);
+    const bin = join(full, 'node_modules', '.bin', 'cachebus');
     expect((await exec(bin, ['--version'])).stdout.trim()).toBe(pkg.version);
     const help = (await exec(bin, ['demo', '--help'])).stdout;
     expect(help).not.toMatch(/else a throwaway redis-server from PATH and an in-process PGlite/);
     expect(help).toMatch(/PostgreSQL is needed/);
+  });
+
+  it('a command that needs an optional peer says which one in the cache-only app', async () => {
+    const err = await exec(join(app, 'node_modules', '.bin', 'cachebus'), ['demo', '--help']).then(() => undefined, (e: { stderr: string; code: number }) => e);
+    expect(err?.code).toBe(1);
+    expect(err?.stderr.trim()).toMatch(/^cachebus demo needs the package [a-z-]+, which is not installed: npm install [a-z-]+$/);
   });
 });

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createCache, type Cache } from '../worker-runtime/index.js';
+import { entity, transaction } from '../worker-runtime/postgres/index.js';
 import { TestSchema } from './helpers/pg.js';
 import { PgProxy } from './helpers/pg-proxy.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
@@ -75,7 +76,7 @@ describe('ambiguous COMMIT (issue 12 case 13)', () => {
     const b = await make();
     await b.get('accounts:1', () => 100);
     const sent = proxy.loseRepliesAfter(/COMMIT/);
-    const tx = a.transaction(pool, async (t) => {
+    const tx = transaction(a, pool, async (t) => {
       await t.query('UPDATE accounts SET balance = 0 WHERE id = 1');
       t.invalidate('accounts:1');
     });
@@ -93,7 +94,7 @@ describe('ambiguous COMMIT (issue 12 case 13)', () => {
     const a = await make();
     const published: unknown[] = [];
     a.on('published', (p) => published.push(p));
-    await expect(a.transaction(schema.pool, async (t) => {
+    await expect(transaction(a, schema.pool, async (t) => {
       await t.query('INSERT INTO children VALUES (1, 42)');
       t.invalidate('children:1');
     })).rejects.toMatchObject({ code: '23503' });
@@ -105,7 +106,7 @@ describe('terminated backends never crash the process (issue 12 case 14)', () =>
   it('cache.transaction: backend killed while the transaction is idle between statements', async () => {
     const crashes = watchCrashes();
     const a = await make();
-    await expect(a.transaction(schema.pool, async (t) => {
+    await expect(transaction(a, schema.pool, async (t) => {
       await t.query('UPDATE accounts SET balance = 1 WHERE id = 1');
       const pid = (await t.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       await terminate(pid, t.client); // the client emits 'error' with no query running
@@ -113,7 +114,7 @@ describe('terminated backends never crash the process (issue 12 case 14)', () =>
     })).rejects.toThrow();
     expect(await balance(1)).toBe(100);
     // The pool is still usable, and the broken client was not handed out again.
-    await a.transaction(schema.pool, async (t) => { await t.query('UPDATE accounts SET balance = 3 WHERE id = 2'); });
+    await transaction(a, schema.pool, async (t) => { await t.query('UPDATE accounts SET balance = 3 WHERE id = 2'); });
     expect(await balance(2)).toBe(3);
     expect(crashes).toEqual([]);
   });
@@ -121,7 +122,7 @@ describe('terminated backends never crash the process (issue 12 case 14)', () =>
   it('entity.update: backend killed while its UPDATE waits for a row lock', async () => {
     const crashes = watchCrashes();
     const a = await make({ pg: schema.pool });
-    const accounts = a.entity({ name: 'accounts', columns: ['balance'] });
+    const accounts = entity(a, { name: 'accounts', columns: ['balance'] });
     const locker = await schema.pool.connect();
     cleanups.push(async () => locker.release());
     await locker.query('BEGIN; SELECT * FROM accounts WHERE id = 1 FOR UPDATE');
@@ -148,7 +149,7 @@ describe('a pg.Pool from another copy of pg (issue 12 case 15)', () => {
     expect(foreign instanceof pg.Pool).toBe(false);
     cleanups.push(() => foreign.end());
     const a = await make({ pg: foreign });
-    await expect(a.transaction(foreign, async (t) => {
+    await expect(transaction(a, foreign, async (t) => {
       // Take one of the pool's two connections for something else meanwhile (contention): the
       // transaction's statements must stay on the transaction's own connection.
       const other = await foreign.connect();
@@ -163,11 +164,11 @@ describe('a pg.Pool from another copy of pg (issue 12 case 15)', () => {
       throw new Error('rolled back on purpose');
     })).rejects.toThrow('rolled back on purpose');
     expect(await balance(1)).toBe(100);
-    // The cache's own pool option (entities, cache.transaction(fn)) recognises it too.
-    const accounts = a.entity({ name: 'accounts', columns: ['balance'] });
+    // The cache's own pool option (entities, transaction(cache, fn)) recognises it too.
+    const accounts = entity(a, { name: 'accounts', columns: ['balance'] });
     expect(await accounts.get(2)).toMatchObject({ balance: 200 });
     const received = waitForEvent(a, 'published');
-    await a.transaction(async (t) => { await t.query('UPDATE accounts SET balance = 7 WHERE id = 2'); t.invalidate('accounts:2'); });
+    await transaction(a, async (t) => { await t.query('UPDATE accounts SET balance = 7 WHERE id = 2'); t.invalidate('accounts:2'); });
     await received;
     expect(await balance(2)).toBe(7);
   });

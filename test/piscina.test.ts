@@ -4,13 +4,12 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Piscina } from 'piscina';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  closeCachePool, createCache, createCachePool, InvalidOptionError, threadStats, type Cache,
-} from '../worker-runtime/index.js';
+import { createCache, InvalidOptionError, type Cache } from '../worker-runtime/index.js';
+import { closeCachePool, createCachePool, threadStats } from '../worker-runtime/piscina/index.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';
 
-const API = new URL('../dist/worker-runtime/index.js', import.meta.url).href;
+const API = new URL('../dist/worker-runtime/piscina/entry.js', import.meta.url).href;
 
 /**
  * A piscina task module: each thread has its own cache (threadCache). `get` reports which

@@ -168,7 +168,7 @@ describe('relay client in this process', () => {
   });
 
   it('is refused (E_RELAY_REFUSED, naming the option) when maxStaleMs is below twice the hub blockMs', async () => {
-    const { startRelayHub } = await import('../worker-runtime/index.js');
+    const { startRelayHub } = await import('../worker-runtime/cluster/index.js');
     const hub = startRelayHub({ redis: REDIS_URL, blockMs: 1000, advertise: false });
     try {
       await expect(createCache({ redis: REDIS_URL, namespace: ns, prefix, maxEntries: 1, relay: 'broadcast', maxStaleMs: 1500, connectTimeoutMs: 2000 }))
@@ -183,7 +183,7 @@ describe('relay client in this process', () => {
   });
 
   it("'auto' picks the hub of this process, else reads directly", async () => {
-    const { startRelayHub } = await import('../worker-runtime/index.js');
+    const { startRelayHub } = await import('../worker-runtime/cluster/index.js');
     const direct = await createCache<{}>({ redis: REDIS_URL, namespace: ns, prefix, maxEntries: 10 });
     expect(direct.relayMode).toBe(false);
     await direct.close();
@@ -207,7 +207,7 @@ describe('relay client in this process', () => {
   });
 
   it('runs as a sidecar service, with its readers in /health', async () => {
-    const { relayHubService } = await import('../worker-runtime/index.js');
+    const { relayHubService } = await import('../worker-runtime/cluster/index.js');
     const svc = relayHubService({ redis: REDIS_URL, blockMs: 100, advertise: false });
     await svc.start();
     try {
@@ -223,7 +223,7 @@ describe('relay client in this process', () => {
   });
 
   it('I2: a missing relay message or another hub id clears the cache', async () => {
-    const { startRelayHub } = await import('../worker-runtime/index.js');
+    const { startRelayHub } = await import('../worker-runtime/cluster/index.js');
     const { topicChannel, topicOf } = await import('../worker-runtime/internal.js');
     const { BroadcastChannel } = await import('node:worker_threads');
     const hub = startRelayHub({ redis: REDIS_URL, blockMs: 100, advertise: false });

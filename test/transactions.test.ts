@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { busKeys } from '../bus/keys.js';
 import { createCache, type Cache, errors } from '../worker-runtime/index.js';
+import { transaction } from '../worker-runtime/postgres/index.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { waitForEvent } from './helpers/wait.js';
@@ -49,7 +50,7 @@ describe('cache.transaction', () => {
     a.on('published', (p) => published.push(p));
     const before = await streamLength();
     const received = waitForEvent<{ keys: number }>(b, 'received');
-    const result = await a.transaction(schema.pool, async (tx) => {
+    const result = await transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = balance - 10 WHERE id = 1');
       tx.invalidate('accounts:1');
       await tx.query('UPDATE accounts SET balance = balance + 10 WHERE id = 2');
@@ -74,7 +75,7 @@ describe('cache.transaction', () => {
     await a.get('accounts:1', () => 100);
     await b.get('accounts:1', () => 100);
     const before = await streamLength();
-    await expect(a.transaction(schema.pool, async (tx) => {
+    await expect(transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 0 WHERE id = 1');
       await a.set('accounts:1', 0); // private to the transaction
       expect(a.peek('accounts:1')).toBe(100); // the shared cache keeps the committed value
@@ -90,7 +91,7 @@ describe('cache.transaction', () => {
   it('tx.rollback() rolls back and publishes nothing', async () => {
     const a = await make();
     const before = await streamLength();
-    const r = await a.transaction(schema.pool, async (tx) => {
+    const r = await transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 0 WHERE id = 1');
       tx.invalidate('accounts:1');
       tx.rollback();
@@ -106,7 +107,7 @@ describe('cache.transaction', () => {
     const b = await make();
     await b.get('children:1', () => 'old');
     const before = await streamLength();
-    const err = await a.transaction(schema.pool, async (tx) => {
+    const err = await transaction(a, schema.pool, async (tx) => {
       await tx.query('INSERT INTO children VALUES (1, 999)'); // checked only at COMMIT
       tx.invalidate('children:1');
     }).catch((e: unknown) => e);
@@ -119,7 +120,7 @@ describe('cache.transaction', () => {
   it('a COMMIT that reports ROLLBACK (a caught statement error) throws E_TX_ROLLED_BACK and publishes nothing', async () => {
     const a = await make();
     const before = await streamLength();
-    const err = await a.transaction(schema.pool, async (tx) => {
+    const err = await transaction(a, schema.pool, async (tx) => {
       tx.invalidate('accounts:1');
       await tx.query('SELECT 1/0').catch(() => undefined); // swallowed: the transaction is aborted
     }).catch((e: unknown) => e);
@@ -133,7 +134,7 @@ describe('cache.transaction', () => {
     type Q = { query(text: string): Promise<{ rows: { balance: number }[] }> };
     const load = (q: Q) => async () => (await q.query('SELECT balance FROM accounts WHERE id = 1')).rows[0]!.balance;
     let outside: unknown;
-    await a.transaction(schema.pool, async (tx) => {
+    await transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 5 WHERE id = 1');
       expect(await a.get('accounts:1', load(tx))).toBe(5); // routed to the transaction's private view
       expect(a.peek('accounts:1')).toBeUndefined();
@@ -154,7 +155,7 @@ describe('cache.transaction', () => {
     const held = new Promise<void>((r) => { release = r; });
     let entered!: () => void;
     const inTx1 = new Promise<void>((r) => { entered = r; });
-    const tx1 = a.transaction(schema.pool, async (tx) => {
+    const tx1 = transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 1 WHERE id = 1');
       tx.set('accounts:1', 1);
       entered();
@@ -164,7 +165,7 @@ describe('cache.transaction', () => {
     await inTx1;
     const published: { keys: number }[] = [];
     a.on('published', (p) => published.push(p));
-    const seen = await a.transaction(schema.pool, async (tx) => {
+    const seen = await transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 2 WHERE id = 2');
       tx.invalidate('accounts:2');
       return tx.get('accounts:1', async () => 'loaded');
@@ -183,7 +184,7 @@ describe('cache.transaction', () => {
     let release!: (v: number) => void;
     const gate = new Promise<number>((r) => { release = r; });
     const oldLoad = a.get('accounts:1', () => gate); // outside the transaction, read before COMMIT
-    await a.transaction(schema.pool, async (tx) => {
+    await transaction(a, schema.pool, async (tx) => {
       await tx.query('UPDATE accounts SET balance = 7 WHERE id = 1');
       tx.invalidate('accounts:1');
     });
@@ -200,7 +201,7 @@ describe('cache.transaction', () => {
       await c.get('report:total', () => 300, { dependsOn: ['accounts:1', 'accounts:2'] });
     }
     const received = waitForEvent<{ dropped: number }>(b, 'received');
-    await a.transaction(async (tx) => { // on options.pg
+    await transaction(a, async (tx) => { // on options.pg
       await tx.query('UPDATE accounts SET balance = 0 WHERE id = 1');
       tx.invalidate('accounts:1');
       expect(await tx.get('report:total', async () => 200)).toBe(200); // not the shared 300
@@ -213,7 +214,7 @@ describe('cache.transaction', () => {
     const a = await make();
     const published: { keys: number }[] = [];
     a.on('published', (p) => published.push(p));
-    await a.transaction(schema.pool, async () => {
+    await transaction(a, schema.pool, async () => {
       await a.batch(async () => {
         await a.invalidate('x:1');
         await a.invalidate('x:2');

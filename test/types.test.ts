@@ -30,14 +30,16 @@ const CONTEXT: Record<string, string> = {
   computeTotal: 'declare function computeTotal(orderId: number): Promise<number>;',
   partnerIdsOf: 'declare function partnerIdsOf(companyId: string): number[];',
   ids: 'declare const ids: number[];',
-  pool: "declare const pool: import('cachebus').TransactionDb;",
+  pool: "declare const pool: import('cachebus/postgres').TransactionDb;",
   db: "declare const db: import('pg').Pool;",
-  products: "declare const products: import('cachebus').EntityHandle<{ id: number; name: string; price: string; version?: string }>;",
+  products: "declare const products: import('cachebus/postgres').EntityHandle<{ id: number; name: string; price: string; version?: string }>;",
   log: 'declare const log: { warn(obj: unknown): void };',
   idOf: 'declare function idOf(key: string): number;',
   ownMetrics: "declare const ownMetrics: { registry: import('prom-client').Registry };",
   threads: 'declare const threads: number;',
-  threadStats: "import { threadStats } from 'cachebus';",
+  threadStats: "import { threadStats } from 'cachebus/piscina';",
+  entity: "import { entity } from 'cachebus/postgres';",
+  transaction: "import { transaction } from 'cachebus/postgres';",
 };
 /** Where a doc means something else by a name. */
 const CONTEXT_OF: Record<string, Record<string, string>> = {
@@ -61,7 +63,8 @@ function asModule(block: string, doc = 'README.md'): string {
 }
 
 /** Inference the README promises, and mistakes that must stay errors (@ts-expect-error fails if they type-check). */
-const INFERENCE = `import { createCache, type Cache, type EntityHandle, LoadTimeoutError } from 'cachebus';
+const INFERENCE = `import { createCache, type Cache, LoadTimeoutError } from 'cachebus';
+import { entity, transaction, type EntityHandle } from 'cachebus/postgres';
 
 interface Product { id: number; name: string; price: number }
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
@@ -72,13 +75,13 @@ const p = await cache.get('products:1', async (): Promise<Product | undefined> =
 assert<Equal<typeof p, Product | undefined>>();
 const n = await cache.get('products:none', async () => null as Product | null, { ttl: '30s' });
 assert<Equal<typeof n, Product | null | undefined>>();
-const products: EntityHandle<Product> = cache.entity<Product>({ name: 'products', key: 'id', columns: ['name', 'price'] });
+const products: EntityHandle<Product> = entity<Product>(cache, { name: 'products', key: 'id', columns: ['name', 'price'] });
 const row = await products.get(1);
 assert<Equal<typeof row, Product | undefined>>();
 await products.update(1, { price: 4 });
 // @ts-expect-error not a column of Product
 await products.update(1, { colour: 'red' });
-await cache.transaction(async (tx) => {
+await transaction(cache, async (tx) => {
   const t = await tx.get('products:1', async (): Promise<Product> => ({ id: 1, name: 'lamp', price: 3 }));
   assert<Equal<typeof t, Product | undefined>>();
 });
@@ -132,7 +135,7 @@ beforeAll(() => {
       compilerOptions: {
         target: 'ES2022', module: 'esnext', moduleResolution: 'bundler', noEmit: true, skipLibCheck: true,
         typeRoots: [join(ROOT, 'node_modules', '@types')], types: ['node'],
-        paths: { cachebus: [join(ROOT, 'dist', 'worker-runtime', 'index.d.ts')], pg: [join(ROOT, 'node_modules', '@types', 'pg')], '*': [join(ROOT, 'node_modules', '*')] },
+        paths: { cachebus: [join(ROOT, 'dist', 'worker-runtime', 'index.d.ts')], 'cachebus/*': [join(ROOT, 'dist', 'worker-runtime', '*', 'index.d.ts')], pg: [join(ROOT, 'node_modules', '@types', 'pg')], '*': [join(ROOT, 'node_modules', '*')] },
         ...options,
       },
       files,
@@ -147,7 +150,7 @@ afterAll(() => {
 describe('types a user writes against', () => {
   it('README and the docs have TypeScript examples to check', () => {
     expect(tsBlocks('README.md').join('\n')).toMatch(/createCache/);
-    expect(tsBlocks('README.md').join('\n')).toMatch(/cache\.entity/);
+    expect(tsBlocks('README.md').join('\n')).toMatch(/entity<Product>\(cache, /);
     for (const doc of DOCS) expect(tsBlocks(doc).length, doc).toBeGreaterThan(0);
   });
 

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { busKeys } from '../bus/keys.js';
 import { writeBehindKeys } from '../bus/keys.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind } from '../worker-runtime/write-behind.js';
+import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';

@@ -11,7 +11,8 @@ import { WriteModeError } from '../bus/errors.js';
 import { busKeys, writeBehindKeys, writeBehindShared } from '../bus/keys.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind.js';
+import { entity } from '../worker-runtime/postgres/index.js';
+import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind/write-behind.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';
@@ -100,14 +101,14 @@ describe('write-behind coherence (issue 12)', () => {
 
   it('case 7: write-through writes of a write-behind entity are refused (any cache of the namespace); a NULL stored version is older than any write', async () => {
     const cache = await newCache();
-    const handle = cache.entity(ITEMS);
+    const handle = entity(cache, ITEMS);
     await writeBehind(cache, handle, { pg: schema.url, flushDelayMs: 0 });
     await handle.upsert({ id: 1, val: 'behind', n: 1 }, { mode: 'write-behind' });
     await expect(handle.update(1, { val: 'through' })).rejects.toBeInstanceOf(WriteModeError);
     await expect(handle.delete(1)).rejects.toBeInstanceOf(WriteModeError);
     await expect(handle.upsert({ id: 1, val: 'through', n: 2 })).rejects.toBeInstanceOf(WriteModeError);
     const other = await newCache(); // never called writeBehind(): knows the entity from Redis
-    await expect(other.entity(ITEMS).update(1, { val: 'through' })).rejects.toBeInstanceOf(WriteModeError);
+    await expect(entity(other, ITEMS).update(1, { val: 'through' })).rejects.toBeInstanceOf(WriteModeError);
 
     await schema.pool.query('ALTER TABLE items ALTER COLUMN version DROP NOT NULL; ALTER TABLE applied ALTER COLUMN version DROP NOT NULL');
     await schema.pool.query(`INSERT INTO items (id, version, val, n) VALUES (2, NULL, 'legacy', 0)`);

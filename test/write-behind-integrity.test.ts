@@ -13,7 +13,7 @@ import { Flusher } from '../bus/write-behind/flusher.js';
 import { classifyPgError } from '../bus/write-behind/pg-errors.js';
 import { UPSERT_METHODS } from '../bus/write-behind/upsert.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind.js';
+import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind/write-behind.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL, TestRedis } from './helpers/redis.js';
 import { until } from './helpers/wait.js';

@@ -5,7 +5,7 @@ import { BackpressureError } from '../bus/errors.js';
 import { busKeys, writeBehindKeys } from '../bus/keys.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind } from '../worker-runtime/write-behind.js';
+import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until } from './helpers/wait.js';

@@ -12,8 +12,9 @@ import { checkDurability, DURABILITY_WARNING, warnIfNotDurable } from '../bus/wr
 import { Flusher } from '../bus/write-behind/flusher.js';
 import { makeUpsert, UPSERT_METHODS } from '../bus/write-behind/upsert.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind.js';
-import type { Row } from '../worker-runtime/entity.js';
+import { entity, transaction } from '../worker-runtime/postgres/index.js';
+import { writeBehind, type WriteBehindEntity } from '../worker-runtime/write-behind/write-behind.js';
+import type { Row } from '../worker-runtime/postgres/entity.js';
 import { TestSchema } from './helpers/pg.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL, TestRedis } from './helpers/redis.js';
 import { until, waitForEvent } from './helpers/wait.js';
@@ -230,11 +231,11 @@ describe('write-behind', () => {
     expect(await doubleApplied(schema.pool, schema.name)).toEqual([]);
   });
 
-  it("works through the entity handle: cache.entity(...).upsert(row, { mode: 'write-behind' }), reads overlay-first", async () => {
+  it("works through the entity handle: entity(cache, ...).upsert(row, { mode: 'write-behind' }), reads overlay-first", async () => {
     await schema.pool.query(`INSERT INTO ${schema.name}.items VALUES (5, 1, 'old', 1), (6, 1, 'six', 6)`);
     const cache = await createCache<{}>({ redis: REDIS_URL, namespace: NS, prefix, maxEntries: 100, pg: schema.url });
     cleanups.push(() => cache.close());
-    const handle = cache.entity<Row>(ITEMS);
+    const handle = entity<Row>(cache, ITEMS);
     await expect(handle.upsert({ id: 5, val: 'x', n: 0 }, { mode: 'write-behind' })).rejects.toBeInstanceOf(InvalidOptionError);
     const wb = await writeBehind(cache, handle, { flushDelayMs: 0, pg: schema.url });
     cleanups.push(() => wb.close());
@@ -242,7 +243,7 @@ describe('write-behind', () => {
     expect(stored).toMatchObject({ id: 5, val: 'new', n: 2, version: expect.stringMatching(/^\d+$/) });
     const reader = await createCache<{}>({ redis: REDIS_URL, namespace: NS, prefix, maxEntries: 100, pg: schema.url });
     cleanups.push(() => reader.close());
-    const readerHandle = reader.entity<Row>(ITEMS);
+    const readerHandle = entity<Row>(reader, ITEMS);
     await writeBehind(reader, readerHandle, { pg: schema.url }).then((e) => cleanups.push(() => e.close()));
     // One batched read: row 5 comes from the overlay, row 6 from Postgres.
     expect(await readerHandle.getMany([5, 6])).toEqual([
@@ -262,7 +263,7 @@ describe('write-behind', () => {
     await newItems(other);
     expect(await (await newItems(await newCache())).get(8)).toBeUndefined();
     const told = waitForEvent(other, 'received', () => true, 10_000);
-    const failed = await cache.transaction(async () => {
+    const failed = await transaction(cache, async () => {
       await items.write({ id: 8, val: 'kept', n: 8 });
       throw new Error('rollback');
     }).catch((e: unknown) => e);

@@ -2,62 +2,24 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { errorReporter } from '../bus/report-error.js';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { Bus } from '../bus/bus.js';
-import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '../bus/errors.js';
-import type { GapCause, ReaderHandlers } from '../bus/reader.js';
-import { assertKey, type DecodedEntry } from '../bus/wire.js';
-import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
-import { durationMs, resolveOptions, type CacheOptions, type Duration, type Logger, type ResolvedOptions } from './options.js';
+import type { Bus } from '../bus/bus.js';
+import { ClosedError, InvalidValueError, PublishError } from '../bus/errors.js';
+import { assertKey } from '../bus/wire.js';
+import { EMPTY, LocalEntries } from './entries.js';
+import { newStats, type CacheEvents, type CacheStats, type DropReason } from './events.js';
+import { durationMs, resolveOptions, type CacheOptions, type Logger, type ResolvedOptions } from './options.js';
 import { createStore } from './policies/index.js';
-import { RelayClient, resolveRelayMode } from './relay-client.js';
-import type { EntityDefinition } from '../bus/entities.js';
+import type { RelayClient } from './relay-client.js';
 import { DependencyGraph } from './dependencies.js';
-import { entityOf, type EntityHandle, type Row, type RowShape } from './entity.js';
-import { cacheOpenHooks } from './open-hooks.js';
-import { poolOf } from './pg-pool.js';
-import { runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
-import { runTransaction, type Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
+import { openOverlay } from './overlay.js';
+import { attachCore, runBatch, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
+import type { Awaitable, Cacheable, EntryOptions, Loader } from './types.js';
+import { kHoldClosed, Servability } from './servable.js';
+import { openSource, readerHandlers } from './source.js';
 import { kStaleSamplerDefaults, StaleSampler } from './stale-sampler.js';
-import type { EvictReason, LocalStore } from './policies/types.js';
+import type { LocalStore } from './policies/types.js';
 
-/** A value, or a promise of it: `get` answers a local hit synchronously; `await` works on both. */
-export type Awaitable<T> = T | Promise<T>;
-/**
- * Loads a missing value. `undefined` means "nothing to cache" (returned, not stored); any other
- * value, `null` included, is stored: `null` caches "there is no such thing" until the key is
- * invalidated like any other value.
- */
-export type Loader<V> = () => Awaitable<V | undefined>;
-/** What a cache can hold: anything but `undefined` (`null` included). */
-export type Cacheable = {} | null;
-
-export interface EntryOptions {
-  /** Tags of the entry; `invalidateTags` drops every entry carrying one of them. */
-  readonly tags?: readonly string[];
-  /** Time to live of this entry: ms, or a string such as `'30s'`, `'1h'` (overrides options.ttl). */
-  readonly ttl?: Duration;
-  /** Longest this entry's loader may take (overrides options.timeout); see LoadTimeoutError. */
-  readonly timeout?: Duration;
-  /**
-   * Keys this value is derived from: invalidating any of them (here or in any worker) drops this
-   * entry too, transitively, and discards its load if it is still in flight (docs/dependencies.md).
-   */
-  readonly dependsOn?: readonly string[];
-}
-
-interface Flight<V> {
-  readonly promise: Promise<V | undefined>;
-  readonly tags: readonly string[] | undefined;
-  /** Set when an invalidation of the key (or a tag, or a clear) overtook the load: its result is not stored. */
-  poisoned: boolean;
-}
-
-const EMPTY: readonly string[] = [];
-
-/** Reasons a cache holds off serving local entries (bits of #holds). */
-const kHoldClosed = 1;
-const kHoldSourceClosed = 2;
-const kHoldBacklog = 4;
+export type { Awaitable, Cacheable, EntryOptions, Loader } from './types.js';
 
 /**
  * A worker's local cache kept coherent by the namespace's invalidation stream.
@@ -72,25 +34,14 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   readonly #onClose: (() => Promise<void>)[] = [];
   #core: CacheCore<V> | undefined;
   readonly #o: ResolvedOptions<V>;
+  /** The same store as #entries.store: the hit path reads it directly. */
   readonly #store: LocalStore<V>;
-  readonly #flights = new Map<string, Flight<V>>();
-  readonly #tagKeys = new Map<string, Set<string>>();
-  readonly #keyTags = new Map<string, readonly string[]>();
+  readonly #entries: LocalEntries<V>;
+  readonly #fresh: Servability;
   #bus: Bus | undefined;
   #relay: RelayClient | undefined;
-  /**
-   * performance.now() past which local entries are not served (I3): the send time of the last
-   * read that proved the reader caught up, plus maxStaleMs. Checked on every hit, so neither a
-   * blocked event loop nor a frozen process can outlive it. Infinity for a local-only cache;
-   * -Infinity while held (closed, relay hub closed, unpublished invalidations pending).
-   */
+  /** Servability's deadline (servable.ts, I3), copied here for the hit path: checked on every hit. */
   #until = Infinity;
-  #proofAt = performance.now();
-  /** Reasons local entries are not served whatever the proof says. */
-  #holds = 0;
-  /** What the last `servable` event said (events only; serving never depends on it). */
-  #servableSaid = true;
-  #watchdog: NodeJS.Timeout | undefined;
   #emitHits = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -104,20 +55,35 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     this.#o = resolveOptions(options);
     this.dependencies.onRuleError = (err) => this.#error(err);
     this.namespace = this.#o.namespace;
+    this.#fresh = new Servability({
+      maxStaleMs: this.#o.maxStaleMs,
+      local: this.#o.redis === false,
+      setUntil: (until) => { this.#until = until; },
+      changed: (servable, staleForMs) => this.#emitSafe('servable', { servable, staleForMs }),
+      closed: () => this.#closed,
+    });
+    const entries = new LocalEntries<V>(this.dependencies, {
+      stats: this.stats,
+      emitSafe: (event, ...args) => this.#emitSafe(event, ...args),
+      listensToDrops: () => this.listenerCount('drop') > 0,
+      isServable: () => this.#fresh.isServable(),
+    });
     // The policies hold any value but undefined (null included); their `V extends {}` is lru-cache's.
-    this.#store = createStore<V & {}>(this.#o.policy, {
+    this.#store = entries.store = createStore<V & {}>(this.#o.policy, {
       maxEntries: this.#o.maxEntries,
       maxBytes: this.#o.maxBytes,
       sizeOf: this.#o.sizeOf,
       ttl: this.#o.ttl,
-      onEvict: (key, _value, reason) => this.#onEvict(key, reason),
+      onEvict: (key, _value, reason) => entries.onEvict(key, reason),
     }) as LocalStore<V>;
+    this.#entries = entries;
     const track = (): void => {
       queueMicrotask(() => { this.#emitHits = this.listenerCount('hit') + this.listenerCount('miss') > 0; });
     };
     const untyped = this as EventEmitter;
     untyped.on('newListener', track);
     untyped.on('removeListener', track);
+    attachCore(this, this.#internals()); // for the capabilities that attach from outside (coreOf)
     const rate = this.#o.staleSampleRate ?? kStaleSamplerDefaults.staleSampleRate;
     if (rate > 0) this.#installSampler(rate);
   }
@@ -126,51 +92,18 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   async open(): Promise<this> {
     const o = this.#o;
     if (o.redis === false) return this;
-    this.#refreshUntil();
-    const relay = resolveRelayMode(o.relay);
-    const handlers: ReaderHandlers = {
-      onEntry: (e) => this.#onEntry(e),
-      onGap: (cause, detail) => this.#onGap(cause, detail),
-      onBadEntry: (reason, id, message) => {
-        this.stats.badEntries[reason]++;
-        this.#emitSafe('badEntry', { reason, id, message });
-      },
-      onStatus: (status, previous) => {
-        if (!this.#closed) this.#hold(kHoldSourceClosed, status === 'closed'); // a closed hub proves nothing more
-        this.#emitSafe('status', { status, previous });
-      },
-      onCaughtUp: (at) => {
-        if (at > this.#proofAt) this.#proofAt = at;
-        if ((this.#holds & kHoldSourceClosed) !== 0 && at > Number.NEGATIVE_INFINITY) this.#holds &= ~kHoldSourceClosed; // a new proof: a source again
-        this.#refreshUntil();
-        if (!this.#servableSaid) this.#checkServable();
-      },
-      onError: (err) => this.#error(err),
-    };
-    if (relay !== false) {
-      // Relay mode: the host's hub reads (undefined when the hub advises reading directly).
-      this.#relay = await RelayClient.open(relay, {
-        prefix: o.prefix, namespace: o.namespace, origin: () => this.#bus?.origin, maxStaleMs: o.maxStaleMs,
-        connectTimeoutMs: o.connectTimeoutMs ?? 10_000, auto: o.relay === 'auto', secret: o.secret,
-      }, handlers);
-    }
-    this.#bus = await Bus.open(
-      {
-        redis: o.redis, namespace: o.namespace, prefix: o.prefix, secret: o.secret,
-        maxEntryBytes: o.maxEntryBytes, streamMaxLen: o.streamMaxLen, streamMaxAgeMs: o.streamMaxAgeMs,
-        readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
-        publishOnly: this.#relay !== undefined,
-        onBacklog: (pending) => this.#hold(kHoldBacklog, pending),
-      },
-      handlers,
-    ).catch((err: unknown) => { this.#relay?.close(); throw err; });
-    const every = Math.max(5, Math.min(1000, Math.floor(o.maxStaleMs / 10)));
-    this.#watchdog = setInterval(() => this.#checkServable(), every);
-    this.#watchdog.unref();
-    for (const hook of cacheOpenHooks) {
-      const dispose = await hook(this as unknown as Cache<{}>).catch((err: unknown) => { this.#error(err); });
-      if (dispose) this.#onClose.push(dispose);
-    }
+    this.#fresh.refresh();
+    const handlers = readerHandlers<V>({
+      stats: this.stats, entries: this.#entries, fresh: this.#fresh,
+      emitSafe: (event, ...args) => this.#emitSafe(event, ...args),
+      error: (err) => this.#error(err),
+      closed: () => this.#closed,
+    });
+    ({ bus: this.#bus, relay: this.#relay } = await openSource(o, handlers, this.#fresh));
+    this.#fresh.start();
+    // Write-behind's read side (I6): every cache with a bus reads pending rows first.
+    const dispose = await openOverlay(this).catch((err: unknown) => { this.#error(err); });
+    if (dispose) this.#onClose.push(dispose);
     return this;
   }
 
@@ -237,8 +170,8 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     if (options?.tags) for (const t of options.tags) this.#checkKey(t, 'tag');
     if (options?.ttl !== undefined) durationMs(options.ttl, 'ttl'); // before any effect
     if (this.#scopes.getStore()?.set?.(key, value, options)) return; // a transaction keeps it until COMMIT
-    this.#poison(key);
-    this.#put(key, value, options);
+    this.#entries.poison(key);
+    this.#entries.put(key, value, options);
     await this.#publish({ keys: [key] });
   }
 
@@ -250,8 +183,8 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   setLocal(key: string, value: V): void {
     this.#assertOpen();
     this.#checkKey(key);
-    this.#poison(key);
-    this.#put(key, value, undefined);
+    this.#entries.poison(key);
+    this.#entries.put(key, value, undefined);
   }
 
   /** Drops the keys here at once; resolves once the invalidation is in the stream. */
@@ -286,7 +219,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   /** Clears every cache of the namespace. */
   async clear(): Promise<void> {
     this.#assertOpen();
-    this.#clearLocal('local');
+    this.#entries.clear('local');
     await this.#publish({ clear: true });
   }
 
@@ -294,13 +227,13 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      this.#hold(kHoldClosed, true);
-      clearInterval(this.#watchdog);
+      this.#fresh.hold(kHoldClosed, true);
+      this.#fresh.stop();
       this.#sampler?.close();
       this.#relay?.close();
       await this.#bus?.close();
       for (const fn of this.#onClose.splice(0)) await fn().catch((err: unknown) => this.#error(err));
-      this.#clearLocal('close');
+      this.#entries.clear('close');
     })();
     return this.#closing;
   }
@@ -322,13 +255,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
    * every invalidation (local, remote, transactional) goes through. Returns the number dropped.
    */
   applyInvalidation(keys: readonly string[], tags: readonly string[], reason: DropReason): number {
-    // Dependents are computed before anything is dropped (dropping forgets a key's edges).
-    const dependents = this.dependencies.active ? this.#dependentsOf(keys, tags) : EMPTY;
-    let dropped = 0;
-    for (const k of keys) if (this.#drop(k, reason)) dropped++;
-    for (const t of tags) dropped += this.#dropTag(t, reason);
-    for (const k of dependents) if (this.#drop(k, 'dependency')) dropped++;
-    return dropped;
+    return this.#entries.apply(keys, tags, reason);
   }
 
   /**
@@ -341,46 +268,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     return runBatch(this.#internals(), fn);
   }
 
-  /**
-   * Runs `fn` in a Postgres transaction on `db` (a pool, or a client not in a transaction;
-   * omitted: options.pg). Invalidations made inside are published as one entry only after COMMIT
-   * succeeds; values read or set inside stay private to the transaction (docs/transactions.md).
-   */
-  transaction<T>(fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
-  transaction<T>(db: TransactionDb, fn: (tx: Transaction<V>) => Promise<T> | T, options?: TransactionOptions): Promise<T>;
-  transaction<T>(
-    a: TransactionDb | ((tx: Transaction<V>) => Promise<T> | T),
-    b?: ((tx: Transaction<V>) => Promise<T> | T) | TransactionOptions,
-    c?: TransactionOptions,
-  ): Promise<T> {
-    this.#assertOpen();
-    const core = this.#internals();
-    if (typeof a === 'function') return runTransaction(core, poolOf(core, this.#o.pg), a, b as TransactionOptions | undefined);
-    return runTransaction(core, a, b as (tx: Transaction<V>) => Promise<T> | T, c);
-  }
-
-  /**
-   * Registers a Postgres table (read-through by key, batched loads, write-through) and returns its
-   * handle; with a name, returns the handle of a registered entity (docs/entities.md).
-   */
-  entity<R extends RowShape = Row>(definition: EntityDefinition | string): EntityHandle<R> {
-    const core = this.#internals() as unknown as CacheCore<{}>;
-    return entityOf<R>(core, definition, () => poolOf(core, this.#o.pg));
-  }
-
   // ---- internals -------------------------------------------------------------------------
-
-  /** Dependents of invalidated keys, of the entries and loads carrying invalidated tags. */
-  #dependentsOf(keys: readonly string[], tags: readonly string[]): string[] {
-    if (tags.length === 0) return this.dependencies.dependentsOf(keys);
-    const roots = new Set(keys);
-    for (const t of tags) {
-      const tagged = this.#tagKeys.get(t);
-      if (tagged !== undefined) for (const k of tagged) roots.add(k);
-    }
-    for (const [k, f] of this.#flights) if (f.tags?.some((t) => tags.includes(t))) roots.add(k);
-    return this.dependencies.dependentsOf(roots);
-  }
 
   /** What batch, transaction and entity code uses beyond the public API (scope.ts). */
   #internals(): CacheCore<V> {
@@ -389,10 +277,12 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
       scopes: this.#scopes,
       publish: (inv) => this.#publish(inv, true),
       peek: (key) => (this.#isServable() ? this.#store.peek(key) : undefined),
-      tagsOf: (key) => this.#keyTags.get(key),
+      tagsOf: (key) => this.#entries.tagsOf(key),
       apply: (keys, tags, reason) => this.applyInvalidation(keys, tags, reason),
-      clearLocal: () => { this.#clearLocal('local'); },
+      clearLocal: () => { this.#entries.clear('local'); },
       onClose: (fn) => { this.#onClose.push(fn); },
+      assertOpen: () => this.#assertOpen(),
+      pg: this.#o.pg,
     };
     return this.#core;
   }
@@ -444,181 +334,11 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     const scope = this.#scopes.getStore();
     if (scope?.get !== undefined) return scope.get(key, loader, options); // loads in a transaction stay private
     if (!this.#isServable()) this.stats.unservableReads++;
-    const existing = this.#flights.get(key);
-    if (existing !== undefined) return existing.promise;
-    // Linked while loading, so that an invalidation of a source poisons this load too (I1).
-    if (options?.dependsOn !== undefined) this.dependencies.link(key, options.dependsOn);
-    const started = performance.now();
-    let resolveFlight!: (v: V | undefined) => void, rejectFlight!: (e: unknown) => void;
-    const promise = new Promise<V | undefined>((res, rej) => { resolveFlight = res; rejectFlight = rej; });
-    const flight: Flight<V> = { promise, tags: options?.tags, poisoned: false };
-    this.#flights.set(key, flight);
-    this.stats.loads++;
-    /** Retires the flight; a load that stored nothing leaves no dependency edges behind. */
-    const settle = (stored: boolean): void => {
-      // Another load of the key may have started since (this one was poisoned): its edges stay.
-      if (!stored && options?.dependsOn !== undefined && this.#store.peek(key) === undefined && (this.#flights.get(key) ?? flight) === flight) {
-        this.dependencies.unlink(key);
-      }
-      if (this.#flights.get(key) === flight) this.#flights.delete(key);
-    };
-    void (async () => {
-      let stored = false;
-      try {
-        const value = await (timeout === undefined ? loader() : this.#timed(key, loader, timeout));
-        if (!flight.poisoned && this.#isServable() && value !== undefined) {
-          this.#put(key, value, options);
-          stored = true;
-        } else if (flight.poisoned) {
-          this.stats.loadsDiscarded++;
-        }
-        settle(stored);
-        this.#emitSafe('load', { key, durationMs: performance.now() - started, stored });
-        resolveFlight(value);
-      } catch (error) {
-        settle(false);
-        this.stats.loadErrors++;
-        this.#emitSafe('load', { key, durationMs: performance.now() - started, stored, error });
-        rejectFlight(error);
-      }
-    })();
-    return promise;
-  }
-
-  /** The loader's result, or LoadTimeoutError once `ms` have passed (its late result is dropped). */
-  #timed(key: string, loader: Loader<V>, ms: number): Promise<V | undefined> {
-    const load = Promise.resolve(loader()); // a loader that throws at once throws here (no timer left)
-    return new Promise<V | undefined>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.stats.loadTimeouts++;
-        reject(new LoadTimeoutError(key, ms));
-      }, ms);
-      load.then((v) => { clearTimeout(timer); resolve(v); }, (e: unknown) => { clearTimeout(timer); reject(e); });
-    });
-  }
-
-  #put(key: string, value: V, options: EntryOptions | undefined): void {
-    if (this.#keyTags.size > 0) this.#untag(key);
-    let ok: boolean;
-    try {
-      const ttl = options?.ttl;
-      ok = this.#store.set(key, value, ttl === undefined || typeof ttl === 'number' ? ttl : durationMs(ttl, 'ttl'));
-    } catch (err) {
-      throw new InvalidValueError(`cannot measure the value of ${JSON.stringify(key)} (options.sizeOf threw)`, { cause: err });
-    }
-    if (this.dependencies.size > 0) this.dependencies.unlink(key);
-    if (ok && options?.dependsOn !== undefined) this.dependencies.link(key, options.dependsOn);
-    const tags = options?.tags;
-    if (ok && tags !== undefined && tags.length > 0) {
-      this.#keyTags.set(key, tags);
-      for (const t of tags) {
-        let set = this.#tagKeys.get(t);
-        if (set === undefined) this.#tagKeys.set(t, (set = new Set()));
-        set.add(key);
-      }
-    }
-  }
-
-  #untag(key: string): void {
-    const tags = this.#keyTags.get(key);
-    if (tags === undefined) return;
-    this.#keyTags.delete(key);
-    for (const t of tags) {
-      const set = this.#tagKeys.get(t);
-      if (set !== undefined && set.delete(key) && set.size === 0) this.#tagKeys.delete(t);
-    }
-  }
-
-  #poison(key: string): void {
-    const f = this.#flights.get(key);
-    if (f !== undefined) {
-      f.poisoned = true;
-      this.#flights.delete(key);
-    }
-  }
-
-  #drop(key: string, reason: DropReason): boolean {
-    this.#poison(key);
-    const had = this.#store.delete(key);
-    if (this.#keyTags.size > 0) this.#untag(key);
-    if (this.dependencies.size > 0) this.dependencies.unlink(key);
-    if (had) {
-      this.stats.keysDropped++;
-      if (this.listenerCount('drop') > 0) this.#emitSafe('drop', { key, reason });
-    }
-    return had;
-  }
-
-  #dropTag(tag: string, reason: DropReason): number {
-    for (const [key, f] of this.#flights) {
-      if (f.tags?.includes(tag)) {
-        f.poisoned = true;
-        this.#flights.delete(key);
-      }
-    }
-    const keys = this.#tagKeys.get(tag);
-    if (keys === undefined) return 0;
-    let n = 0;
-    for (const k of [...keys]) if (this.#drop(k, reason)) n++;
-    return n;
-  }
-
-  #clearLocal(cause: ClearCause): number {
-    const n = this.#store.size;
-    for (const f of this.#flights.values()) f.poisoned = true;
-    this.#flights.clear();
-    this.#store.clear();
-    this.#tagKeys.clear();
-    this.#keyTags.clear();
-    this.dependencies.clearLinks();
-    this.stats.clears[cause]++;
-    this.#emitSafe('clear', { cause, entries: n });
-    return n;
-  }
-
-  #onEvict(key: string, reason: EvictReason): void {
-    this.stats.evictions[reason]++;
-    if (this.#keyTags.size > 0) this.#untag(key);
-    if (this.dependencies.size > 0) this.dependencies.unlink(key);
-    if (this.listenerCount('drop') > 0) this.#emitSafe('drop', { key, reason });
-  }
-
-  #onEntry(e: DecodedEntry): void {
-    this.stats.entriesReceived++;
-    const dropped = e.clear ? this.#clearLocal('remote') : this.applyInvalidation(e.keys, e.tags, e.tags.length > 0 ? 'tag' : 'invalidate');
-    this.#emitSafe('received', {
-      id: e.id, origin: e.origin, keys: e.keys.length, tags: e.tags.length, clear: e.clear,
-      lagMs: Date.now() - e.time, dropped,
-    });
-  }
-
-  #onGap(cause: GapCause, detail: string): void {
-    this.stats.gaps[cause]++;
-    this.#clearLocal('gap');
-    this.#emitSafe('gap', { cause, detail });
+    return this.#entries.load(key, loader, options, timeout);
   }
 
   #isServable(): boolean {
-    return this.#until === Infinity || performance.now() <= this.#until;
-  }
-
-  #refreshUntil(): void {
-    this.#until = this.#holds !== 0 ? -Infinity : this.#proofAt + this.#o.maxStaleMs;
-  }
-
-  #hold(reason: number, on: boolean): void {
-    this.#holds = on ? this.#holds | reason : this.#holds & ~reason;
-    if (this.#o.redis !== false || reason === kHoldClosed) this.#refreshUntil();
-    this.#checkServable();
-  }
-
-  /** Emits the `servable` event on a change (metrics and logs; serving itself reads #until). */
-  #checkServable(): void {
-    const servable = !this.#closed && this.#isServable();
-    if (servable !== this.#servableSaid) {
-      this.#servableSaid = servable;
-      this.#emitSafe('servable', { servable, staleForMs: performance.now() - this.#proofAt });
-    }
+    return this.#fresh.isServable();
   }
 
   /**

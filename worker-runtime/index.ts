@@ -1,54 +1,29 @@
-/** cachebus public API. */
+/**
+ * cachebus — the core entry: a worker's local cache kept coherent by the namespace's
+ * invalidation stream. Needs ioredis and lru-cache only; it imports none of the optional
+ * capabilities (they attach to a cache from outside):
+ *   cachebus/postgres      entities, transactions, outbox triggers (pg)
+ *   cachebus/write-behind  writer and flusher (bullmq, pg)
+ *   cachebus/cluster       node:cluster wiring and the relay hub
+ *   cachebus/piscina       worker-thread pools (piscina)
+ *   cachebus/metrics       Prometheus metrics, cluster and thread aggregation (prom-client)
+ * What each file owns and which invariants (docs/guarantees.md) live where: README.md.
+ */
 export { createCache, Cache, type Awaitable, type Loader, type Cacheable, type EntryOptions } from './cache.js';
 export type { CacheOptions, Duration, Logger } from './options.js';
 export type { CacheEvents, CacheEventName, CacheStats, DropReason, ClearCause } from './events.js';
 export type { PolicyName } from './policies/types.js';
 export {
   errors, CachebusError, InvalidOptionError, InvalidKeyError, InvalidValueError, PublishError,
-  ClosedError, ConnectionError, BadEntryError, LoadTimeoutError, type BadEntryReason,
+  ClosedError, ConnectionError, BadEntryError, LoadTimeoutError, MissingPeerError, type BadEntryReason,
+  UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError,
+  BackpressureError, WriteModeError, ClusterError, RelayError,
 } from '../bus/errors.js';
 export type { GapCause, ReaderStatus } from '../bus/reader.js';
 export { PROTOCOL_VERSION, type Invalidation } from '../bus/wire.js';
+export type { PgInput, PgPoolLike } from '../bus/pg-input.js';
 export { DependencyGraph, type DependencyRule } from './dependencies.js';
-export { Transaction, type TransactionDb, type TransactionOptions } from './transaction.js';
-export { EntityHandle, type Row, type RowShape, type Id } from './entity.js';
-export type { Entity, EntityDefinition } from '../bus/entities.js';
-export type { PgInput } from '../bus/pg.js';
-export { UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError } from '../bus/errors.js';
-export { installTriggers, uninstallTriggers, installOutbox, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
-export {
-  CacheMetrics, cacheMetrics, kMetricsDefaults, type CacheMetricsOptions,
-} from './metrics.js';
-export { defaultWorkerLabel, type BaseLabels } from './metrics-labels.js';
-export { serveMetrics, type MetricsSource, type MetricsServer, type MetricsServerOptions, type HealthCheck } from './metrics-http.js';
-export { serveClusterMetrics, answerClusterPrimary, type ClusterMetricsOptions } from './metrics-cluster.js';
-export { reportMetricsToParent, ThreadMetricsCollector, kThreadMetricsChannel, type ThreadMetricsOptions } from './metrics-threads.js';
-export {
-  SidecarMetrics, outboxBacklog, type SidecarMetricsOptions, type FlusherSource, type OutboxSource, type Queryable,
-} from './metrics-sidecar.js';
+export type { RelayMode } from './relay-client.js';
 export {
   StaleSampler, type StaleCheck, type StaleVerdict, type StaleResult, type StaleSamplerStats,
 } from './stale-sampler.js';
-export {
-  startCluster, ClusterHandle, kClusterDefaults, isClusterWorker, workerIndex, workerConfig, workerReady, onShutdown,
-  type ClusterOptions, type ClusterWorkerInfo, type ClusterEvents,
-} from './cluster.js';
-export { ClusterError } from '../bus/errors.js';
-export {
-  threadCache, onThreadClose, createCachePool, threadStats, closeCachePool, type PiscinaOptions, type ThreadCacheStats,
-} from './piscina.js';
-export {
-  startRelayHub, RelayHub, kRelayHubDefaults, type RelayHubOptions, type RelayHubStats, type RelayHubEvents,
-} from '../bus/relay/hub.js';
-export { relayHubService } from '../bus/relay/service.js';
-export type { RelayMode } from './relay-client.js';
-export { RelayError } from '../bus/errors.js';
-export {
-  writeBehind, writeBehindOf, WriteBehindEntity, type WriteBehindOptions, type WriteResult,
-} from './write-behind.js';
-export { BackpressureError, WriteModeError } from '../bus/errors.js';
-export {
-  Flusher, createFlusherService, kFlusherDefaults, kWriterDefaults, DURABILITY_WARNING,
-  type FlusherOptions, type FlusherEvents, type FlusherStats, type FlusherService, type FlushInfo,
-  type DeadInfo, type RetryInfo, type UpsertMethod, type DeadLetter,
-} from '../bus/write-behind/index.js';

@@ -1,5 +1,15 @@
-/** Internals for tests, tools and the sidecar; not covered by semver. */
+/**
+ * Internals for tests, tools and the sidecar; not covered by semver. Loads every capability (and
+ * so every optional peer): never imported by the core entry.
+ */
 export * from './index.js';
+export * from './postgres/index.js';
+export * from './write-behind/index.js';
+export * from './cluster/index.js';
+export * from './piscina/index.js';
+export * from './metrics/index.js';
+export { coreOf } from './scope.js';
+export { overlayOf, openOverlay } from './overlay.js';
 export { Bus, newOrigin, type BusOptions } from '../bus/bus.js';
 export { busKeys, type BusKeys } from '../bus/keys.js';
 export { encode, decode, sign, canonical, type DecodedEntry } from '../bus/wire.js';

@@ -1,5 +1,5 @@
 import type { RedisInput } from '../bus/connection.js';
-import type { PgInput } from '../bus/pg.js';
+import type { PgInput } from '../bus/pg-input.js';
 import { InvalidOptionError } from '../bus/errors.js';
 import { assertNamespace } from '../bus/keys.js';
 import type { PolicyName } from './policies/types.js';

@@ -1,6 +1,8 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
-import type { Awaitable, Cache, EntryOptions, Loader } from './cache.js';
+import { InvalidOptionError } from '../bus/errors.js';
+import type { PgInput } from '../bus/pg-input.js';
 import type { DropReason } from './events.js';
+import type { Awaitable, Cacheable, CacheView, EntryOptions, Loader } from './types.js';
 
 /** An invalidation as the cache publishes it. */
 export interface InvalidationInput {
@@ -25,8 +27,10 @@ export interface Scope<V> {
  * What batch, transaction and entity code needs from the cache beyond its public API. Built by
  * the cache; not exported to users.
  */
-export interface CacheCore<V extends {} | null> {
-  readonly cache: Cache<V>;
+export interface CacheCore<V extends Cacheable> {
+  readonly cache: CacheView<V>;
+  /** options.pg: the Postgres of entities and transactions (cachebus/postgres opens it on first use). */
+  readonly pg: PgInput | undefined;
   readonly scopes: AsyncLocalStorage<Scope<V>>;
   /** Publishes, bypassing any scope (the caller already applied it locally). */
   publish(inv: InvalidationInput): Promise<void>;
@@ -38,8 +42,27 @@ export interface CacheCore<V extends {} | null> {
   apply(keys: readonly string[], tags: readonly string[], reason: DropReason): number;
   /** Clears the local cache without publishing. */
   clearLocal(): void;
+  /** ClosedError once the cache is closed. */
+  assertOpen(): void;
   /** Runs `fn` when the cache closes (after the bus is closed). */
   onClose(fn: () => Promise<void>): void;
+}
+
+const cores = new WeakMap<object, CacheCore<any>>();
+
+/** @internal Called by the Cache constructor: what coreOf(cache) returns. */
+export function attachCore(cache: object, core: CacheCore<any>): void {
+  cores.set(cache, core);
+}
+
+/**
+ * The internals of a cache, for the capabilities that attach from outside (cachebus/postgres):
+ * they import this module, the cache never imports them.
+ */
+export function coreOf<V extends Cacheable>(cache: object): CacheCore<V> {
+  const core = cores.get(cache);
+  if (core === undefined) throw new InvalidOptionError('expected a cache made by createCache()');
+  return core as CacheCore<V>;
 }
 
 /** Invalidations collected by a batch or a transaction, merged into one. */

@@ -1,5 +1,8 @@
 import type pg from 'pg';
-import { writeBehind, type Cache, type EntityHandle, type WriteBehindEntity } from '../../worker-runtime/index.js';
+import { type Cache } from '../../worker-runtime/index.js';
+import { entity } from '../../worker-runtime/postgres/index.js';
+import { type EntityHandle } from '../../worker-runtime/postgres/index.js';
+import { writeBehind, type WriteBehindEntity } from '../../worker-runtime/write-behind/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureWorkerConfig } from './layout.js';
 
 export type Value = { v?: number; version?: string | number };
@@ -20,7 +23,7 @@ export async function paths(cache: Cache<Value>, pool: pg.Pool, cfg: TortureWork
   const table = `"${cfg.schema}".products`;
   const def = { table: `${cfg.schema}.products`, key: 'id', version: 'version', columns: ['name', 'price'] };
   const wb = await writeBehind(cache as Cache<{}>, { ...def, name: 'wb' }, { pg: pool });
-  const ent = (cache as Cache).entity<{ id: number; name: string; price: number; version: string }>({ ...def, name: 'ent' });
+  const ent = entity<{ id: number; name: string; price: number; version: string }>(cache as Cache, { ...def, name: 'ent' });
   const loadVersion = async (id: number): Promise<Value | undefined> => {
     const r = await pool.query<{ version: string }>(`SELECT version FROM ${table} WHERE id = $1`, [id]);
     return r.rows[0] === undefined ? undefined : { v: Number(r.rows[0].version) };

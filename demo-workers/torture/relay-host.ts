@@ -8,7 +8,7 @@
  * argv[2]: the worker's TortureWorkerConfig (its one Redis URL first).
  */
 import { fileURLToPath } from 'node:url';
-import { startCluster, startRelayHub } from '../../worker-runtime/index.js';
+import { startCluster, startRelayHub } from '../../worker-runtime/cluster/index.js';
 import type { TortureReady, TortureWorkerConfig } from './layout.js';
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));

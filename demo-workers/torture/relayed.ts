@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { RelayHubStats } from '../../worker-runtime/index.js';
+import type { RelayHubStats } from '../../worker-runtime/cluster/index.js';
 import type { TortureReady, TortureWorkerConfig } from './layout.js';
 
 const HOST = fileURLToPath(new URL('./relay-host.js', import.meta.url));

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startCluster, type ClusterHandle } from '../../worker-runtime/index.js';
+import { startCluster, type ClusterHandle } from '../../worker-runtime/cluster/index.js';
 import { LOOPBACK_PG, openInfra, type Infra } from '../infra.js';
 import { cachebus } from '../sidecar-proc.js';
 import { check, explain, requiredWrites, wedged, type Regression, type Verdict } from './checker.js';

@@ -1,7 +1,7 @@
 /** The piscina task module of each torture worker: every thread has its own cache on the same bus. */
 import { workerData } from 'node:worker_threads';
 import pg from 'pg';
-import { onThreadClose, threadCache } from '../../worker-runtime/index.js';
+import { onThreadClose, threadCache } from '../../worker-runtime/piscina/index.js';
 import type { ReadAnswer, TortureWorkerConfig } from './layout.js';
 import { paths, type Paths, type Value } from './reads.js';
 

@@ -7,9 +7,11 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import {
-  cacheMetrics, closeCachePool, createCache, createCachePool, onShutdown, threadStats, workerConfig, workerIndex, workerReady, type Cache, type CacheStats,
-} from '../../worker-runtime/index.js';
+import { createCache, type Cache, type CacheStats } from '../../worker-runtime/index.js';
+import { cacheMetrics } from '../../worker-runtime/metrics/index.js';
+import { transaction } from '../../worker-runtime/postgres/index.js';
+import { onShutdown, workerConfig, workerIndex, workerReady } from '../../worker-runtime/cluster/index.js';
+import { closeCachePool, createCachePool, threadStats } from '../../worker-runtime/piscina/index.js';
 import { groupOf, tagOf, type ReadAnswer, type TortureReady, type TortureWorkerConfig, type WorkerStats, type WriteAnswer } from './layout.js';
 import { paths, type Value } from './reads.js';
 
@@ -78,7 +80,7 @@ async function sqlWrite(id: number, after: () => Promise<void>): Promise<WriteAn
 
 async function txWrite(id: number): Promise<WriteAnswer> {
   // A PublishError after COMMIT rejects: the row changed, the primary counts the write as uncertain.
-  const v = await cache.transaction(pool, async (tx) => {
+  const v = await transaction(cache, pool, async (tx) => {
     const r = await tx.query<{ version: string }>(bump, [id]);
     if (!noPublish) tx.invalidate(`product:${id}`);
     return Number(r.rows[0]!.version);

@@ -1,3 +1,8 @@
+/**
+ * Eviction policies of the local store (options.policy): lru (lru-cache, wrapped), lfu, fifo and
+ * ttl, behind one LocalStore interface. No invariant of their own: an eviction is a local drop and
+ * never publishes; the cache forgets the key's tags and edges (entries.ts onEvict).
+ */
 import { InvalidOptionError } from '../../bus/errors.js';
 import { createFifoStore, requireSizeOf } from './fifo.js';
 import { createLfuStore } from './lfu.js';

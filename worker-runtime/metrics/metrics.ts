@@ -1,10 +1,10 @@
 import cluster from 'node:cluster';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ReaderStatus } from '../bus/reader.js';
-import type { Cache } from './cache.js';
+import type { ReaderStatus } from '../../bus/reader.js';
+import type { Cache } from '../cache.js';
 import { answerClusterPrimary, releaseClusterRegistry } from './metrics-cluster.js';
 import { defaultWorkerLabel, type BaseLabels } from './metrics-labels.js';
-import type { StaleResult } from './stale-sampler.js';
+import type { StaleResult } from '../stale-sampler.js';
 
 type AnyCache = Cache<any>;
 

@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { closePg, openPg, type PgHandle, type PgInput } from '../bus/pg.js';
-import type { CacheCore } from './scope.js';
+import { closePg, openPg, type PgHandle, type PgInput } from '../../bus/pg.js';
+import type { CacheCore } from '../scope.js';
 
 const handles = new WeakMap<object, PgHandle>();
 

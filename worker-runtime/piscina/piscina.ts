@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { BroadcastChannel, isMainThread, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { InvalidOptionError } from '../bus/errors.js';
-import { createCache, type Cache } from './cache.js';
-import type { CacheStats } from './events.js';
-import type { CacheOptions } from './options.js';
+import { InvalidOptionError } from '../../bus/errors.js';
+import { createCache, type Cache } from '../cache.js';
+import type { CacheStats } from '../events.js';
+import type { CacheOptions } from '../options.js';
 
 /**
  * piscina integration: every worker thread keeps its own local cache, kept coherent by the

@@ -1,8 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
-import { backoff } from '../bus/connection.js';
-import { ClusterError, InvalidOptionError } from '../bus/errors.js';
+import { backoff } from '../../bus/connection.js';
+import { ClusterError, InvalidOptionError } from '../../bus/errors.js';
 
 /**
  * node:cluster wiring: `startCluster` in the primary forks N workers, hands each its index and

@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import type { MetricsSource } from '../bus/sidecar/sidecar.js';
+import type { MetricsSource } from '../../bus/sidecar/sidecar.js';
 
 export type { MetricsSource };
 

@@ -1,10 +1,10 @@
 import type pg from 'pg';
-import { type Entity, type EntityDefinition, EntityRegistry } from '../bus/entities.js';
-import { InvalidOptionError, InvalidValueError, UnknownEntityError } from '../bus/errors.js';
-import { canonicalKey, loadKeyKind, type KeyKind } from '../bus/key-types.js';
-import type { CacheCore } from './scope.js';
+import { type Entity, type EntityDefinition, EntityRegistry } from '../../bus/entities.js';
+import { InvalidOptionError, InvalidValueError, UnknownEntityError } from '../../bus/errors.js';
+import { canonicalKey, loadKeyKind, type KeyKind } from '../../bus/key-types.js';
+import type { CacheCore } from '../scope.js';
 import { runTransaction, Transaction } from './transaction.js';
-import { assertWriteThrough, upsertBehind } from './write-behind.js';
+import { assertWriteThrough, upsertBehind } from '../overlay.js';
 
 /** A row of an entity: column name to value (as `pg` returns it: bigint and numeric as strings). */
 export type Row = Record<string, unknown>;
@@ -21,7 +21,7 @@ export type Id = string | number;
  * write-through. Cached under `<name>:<id>` (`entity.cacheKey(id)`), the key the outbox trigger
  * also publishes. Only registered identifiers reach SQL (quoted); values are always parameters.
  *
- * Inside `cache.transaction(...)` every call runs on the transaction's connection and sees its
+ * Inside `transaction(cache, ...)` every call runs on the transaction's connection and sees its
  * uncommitted rows; outside, reads use the cache's pool and each write is its own transaction.
  */
 export class EntityHandle<R extends RowShape = Row> {
@@ -35,7 +35,7 @@ export class EntityHandle<R extends RowShape = Row> {
   #kind: KeyKind | undefined;
   #kindLoad: Promise<KeyKind> | undefined;
 
-  /** @internal use cache.entity */
+  /** @internal use entity(cache, definition) */
   constructor(core: CacheCore<{}>, registry: EntityRegistry, entity: Entity, pool: () => pg.Pool) {
     this.#core = core;
     this.#registry = registry;
@@ -242,7 +242,7 @@ interface Entities {
 const perCache = new WeakMap<object, Entities>();
 
 /**
- * `cache.entity(definition)` registers a table and returns its handle; `cache.entity(name)`
+ * `entity(cache, definition)` registers a table and returns its handle; `entity(cache, name)`
  * returns the handle of a registered one (UnknownEntityError otherwise).
  */
 export function entityOf<R extends RowShape>(core: CacheCore<{}>, def: EntityDefinition | string, pool: () => pg.Pool): EntityHandle<R> {

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RedisClient } from '../bus/connection.js';
-import { quoteTable } from '../bus/entities.js';
-import { writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
+import type { RedisClient } from '../../bus/connection.js';
+import { quoteTable } from '../../bus/entities.js';
+import { writeBehindKeys, writeBehindShared, type BusKeys } from '../../bus/keys.js';
 import { defaultWorkerLabel } from './metrics-labels.js';
 
 /**

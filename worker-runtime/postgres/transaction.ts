@@ -1,12 +1,12 @@
 import type pg from 'pg';
-import { InvalidOptionError, PublishError, TransactionOutcomeUnknownError, TransactionRolledBackError } from '../bus/errors.js';
-import { forgetOutboxRows, outboxTableOf, recordInOutbox } from '../bus/outbox/rows.js';
-import { checkout, isPgPool, type Checkout } from '../bus/pg.js';
-import type { EntryOptions, Loader } from './cache.js';
-import { DependencyGraph } from './dependencies.js';
-import { HeldInvalidations, type CacheCore, type InvalidationInput, type Scope } from './scope.js';
+import { InvalidOptionError, PublishError, TransactionOutcomeUnknownError, TransactionRolledBackError } from '../../bus/errors.js';
+import { forgetOutboxRows, outboxTableOf, recordInOutbox } from '../../bus/outbox/rows.js';
+import { checkout, isPgPool, type Checkout } from '../../bus/pg.js';
+import type { EntryOptions, Loader } from '../types.js';
+import { DependencyGraph } from '../dependencies.js';
+import { HeldInvalidations, type CacheCore, type InvalidationInput, type Scope } from '../scope.js';
 
-/** What `cache.transaction` runs on: a pool (a client is checked out), or a client not already in a transaction. */
+/** What `transaction(cache, db, fn)` runs on: a pool (a client is checked out), or a client not already in a transaction. */
 export type TransactionDb = pg.Pool | pg.PoolClient | pg.Client;
 
 export interface TransactionOptions {
@@ -53,7 +53,7 @@ export class Transaction<V extends {} | null = {} | null> implements Scope<V> {
   #rollbackOnly = false;
   #done = false;
 
-  /** @internal use cache.transaction */
+  /** @internal use transaction(cache, ...) */
   constructor(core: CacheCore<V>, client: pg.ClientBase) {
     this.#core = core;
     this.client = client;
