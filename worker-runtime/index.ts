@@ -14,6 +14,8 @@ export { Transaction, type TransactionDb, type TransactionOptions } from './tran
 export { EntityHandle, type Row, type RowShape, type Id } from './entity.js';
 export type { Entity, EntityDefinition } from '../bus/entities.js';
 export type { PgInput } from '../bus/pg.js';
+export type { RedisInput } from '../bus/connection.js';
+export type { RedisClientLike } from '../bus/redis-like.js';
 export { UnknownEntityError, TransactionRolledBackError, TransactionOutcomeUnknownError } from '../bus/errors.js';
 export { installTriggers, uninstallTriggers, installOutbox, OUTBOX_CHANNEL, type TriggerOptions, type InstalledTriggers } from '../bus/outbox/triggers.js';
 export {

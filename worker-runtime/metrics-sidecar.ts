@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RedisClient } from '../bus/connection.js';
+import { adoptClient, type RedisClientLike } from '../bus/redis-like.js';
 import { quoteTable } from '../bus/entities.js';
 import { writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
 import { defaultWorkerLabel } from './metrics-labels.js';
@@ -191,7 +192,7 @@ export class SidecarMetrics {
   get contentType(): string { return this.registry.contentType; }
 
   /** Reports a write-behind flusher; `redis` answers the scrape-time HLEN/ZCARD/LLEN. */
-  addFlusher(source: FlusherSource, options: { namespace: string; redis: RedisClient }): this {
+  addFlusher(source: FlusherSource, options: { namespace: string; redis: RedisClientLike }): this {
     const l = { namespace: options.namespace, worker: this.worker };
     const batch = this.#batch.labels(l);
     const duration = this.#duration.labels(l);
@@ -200,7 +201,7 @@ export class SidecarMetrics {
       duration.observe(info.durationMs / 1000);
     };
     source.on('flushed', onFlushed);
-    this.#flushers.push({ source, namespace: options.namespace, redis: options.redis, off: () => source.off('flushed', onFlushed) });
+    this.#flushers.push({ source, namespace: options.namespace, redis: adoptClient(options.redis, 'addFlusher options.redis'), off: () => source.off('flushed', onFlushed) });
     return this;
   }
 
