@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { adoptRegistry, type RegistryLike } from './registry-like.js';
 import type { RedisClient } from '../bus/connection.js';
 import { adoptClient, type RedisClientLike } from '../bus/redis-like.js';
 import { quoteTable } from '../bus/entities.js';
@@ -35,7 +36,7 @@ export interface Queryable {
 
 export interface SidecarMetricsOptions {
   /** @defaultValue a new prom-client `Registry` */
-  readonly registry?: Registry;
+  readonly registry?: RegistryLike;
   /** Value of the `worker` label (the sidecar instance). @defaultValue `defaultWorkerLabel()` */
   readonly worker?: string;
   /** How long each scrape-time read (Redis, Postgres) may take, ms. @defaultValue `1000` */
@@ -85,7 +86,7 @@ export class SidecarMetrics {
   readonly #reads: Promise<unknown>[] = [];
 
   constructor(options: SidecarMetricsOptions = {}) {
-    this.registry = options.registry ?? new Registry();
+    this.registry = adoptRegistry(options.registry, 'SidecarMetrics options.registry');
     this.worker = options.worker ?? defaultWorkerLabel();
     this.#timeoutMs = options.timeoutMs ?? 1000;
     const registers = [this.registry];

@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { adoptRegistry, type RegistryLike } from './registry-like.js';
 import type { ReaderStatus } from '../bus/reader.js';
 import type { Cache } from './cache.js';
 import { answerClusterPrimary, releaseClusterRegistry } from './metrics-cluster.js';
@@ -10,7 +11,7 @@ type AnyCache = Cache<any>;
 
 export interface CacheMetricsOptions {
   /** Registry the metrics go into. @defaultValue a new prom-client `Registry` */
-  readonly registry?: Registry;
+  readonly registry?: RegistryLike;
   /** Value of the `worker` label. @defaultValue `defaultWorkerLabel()` */
   readonly worker?: string;
   /**
@@ -124,7 +125,7 @@ export class CacheMetrics {
   #closed = false;
 
   constructor(options: CacheMetricsOptions = {}) {
-    this.registry = options.registry ?? new Registry();
+    this.registry = adoptRegistry(options.registry, 'CacheMetrics options.registry');
     this.worker = options.worker ?? defaultWorkerLabel();
     this.#timeoutMs = options.cursorLagTimeoutMs ?? kMetricsDefaults.cursorLagTimeoutMs;
     const tracked = (): Tracked[] => [...this.#tracked.values()];
