@@ -27,7 +27,7 @@ export { serveMetrics, type MetricsSource, type MetricsServer, type MetricsServe
 export { serveClusterMetrics, answerClusterPrimary, type ClusterMetricsOptions } from './metrics-cluster.js';
 export { reportMetricsToParent, ThreadMetricsCollector, kThreadMetricsChannel, type ThreadMetricsOptions } from './metrics-threads.js';
 export {
-  SidecarMetrics, outboxBacklog, type SidecarMetricsOptions, type FlusherSource, type OutboxSource, type Queryable,
+  SidecarMetrics, outboxBacklog, outboxOldestAge, type SidecarMetricsOptions, type FlusherSource, type OutboxSource, type Queryable,
 } from './metrics-sidecar.js';
 export {
   StaleSampler, type StaleCheck, type StaleVerdict, type StaleResult, type StaleSamplerStats,

@@ -3,7 +3,7 @@ import { adoptRegistry, type RegistryLike } from './registry-like.js';
 import type { RedisClient } from '../bus/connection.js';
 import { adoptClient, type RedisClientLike } from '../bus/redis-like.js';
 import { quoteTable } from '../bus/entities.js';
-import { writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
+import { assertNamespace, writeBehindKeys, writeBehindShared, type BusKeys } from '../bus/keys.js';
 import { defaultWorkerLabel } from './metrics-labels.js';
 
 /**
@@ -55,8 +55,22 @@ export function outboxBacklog(db: Queryable, table = 'cachebus_outbox', limit = 
   return async () => Number((await db.query(sql)).rows[0]?.n ?? 0);
 }
 
+/**
+ * Age in seconds of the oldest outbox row of `namespace` not relayed yet (0 when none), for
+ * `SidecarMetrics.addOutbox`. Unlike the last batch's age it keeps growing while the relay is
+ * stuck. One index probe (namespace, id).
+ */
+export function outboxOldestAge(db: Queryable, table: string, namespace: string): () => Promise<number> {
+  assertNamespace(namespace); // inlined below: the namespace alphabet has no quote
+  const sql = `SELECT extract(epoch FROM clock_timestamp() - created_at)::float8 AS s FROM ${quoteTable(table)} WHERE namespace = '${namespace}' ORDER BY id LIMIT 1`;
+  return async () => Math.max(0, Number((await db.query(sql)).rows[0]?.s ?? 0));
+}
+
 interface FlusherEntry { readonly source: FlusherSource; readonly namespace: string; readonly redis: RedisClient; readonly off: () => void }
-interface OutboxEntry { readonly source: OutboxSource; readonly namespace: string; readonly backlog?: (() => Promise<number>) | undefined }
+interface OutboxEntry {
+  readonly source: OutboxSource; readonly namespace: string;
+  readonly backlog?: (() => Promise<number>) | undefined; readonly oldestAge?: (() => Promise<number>) | undefined;
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -174,6 +188,21 @@ export class SidecarMetrics {
         await all;
       },
     });
+    new Gauge({
+      name: 'cachebus_outbox_oldest_pending_age_seconds', help: 'Age of the oldest outbox row not relayed yet (0 when none).',
+      registers, labelNames: base, aggregator: 'max',
+      async collect() {
+        this.reset();
+        const jobs = outboxes().filter((e) => e.oldestAge !== undefined).map(async (e) => {
+          const l = label(e.namespace);
+          const v = await read('outbox_oldest_age', l, e.oldestAge!);
+          if (v !== undefined) this.set(l, v);
+        });
+        const all = Promise.all(jobs);
+        scraped(all);
+        await all;
+      },
+    });
     // Registered after the scrape-time gauges, whose collects start first: waits for their reads,
     // so a failure shows in the same scrape.
     const reads = (): Promise<unknown> => Promise.all(this.#reads.splice(0));
@@ -206,9 +235,12 @@ export class SidecarMetrics {
     return this;
   }
 
-  /** Reports an outbox relay; `backlog` (e.g. `outboxBacklog(pool, table)`) feeds the backlog gauge. */
-  addOutbox(source: OutboxSource, options: { namespace: string; backlog?: () => Promise<number> }): this {
-    this.#outboxes.push({ source, namespace: options.namespace, backlog: options.backlog });
+  /**
+   * Reports an outbox relay; `backlog` (e.g. `outboxBacklog(pool, table)`) feeds the backlog gauge,
+   * `oldestAge` (e.g. `outboxOldestAge(pool, table, namespace)`) the oldest-pending-row age gauge.
+   */
+  addOutbox(source: OutboxSource, options: { namespace: string; backlog?: () => Promise<number>; oldestAge?: () => Promise<number> }): this {
+    this.#outboxes.push({ source, namespace: options.namespace, backlog: options.backlog, oldestAge: options.oldestAge });
     return this;
   }
 

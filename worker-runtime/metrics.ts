@@ -5,6 +5,7 @@ import type { ReaderStatus } from '../bus/reader.js';
 import type { Cache } from './cache.js';
 import { answerClusterPrimary, releaseClusterRegistry } from './metrics-cluster.js';
 import { defaultWorkerLabel, type BaseLabels } from './metrics-labels.js';
+import { maxPendingOf } from './write-behind-limits.js';
 import type { StaleResult } from './stale-sampler.js';
 
 type AnyCache = Cache<any>;
@@ -172,6 +173,14 @@ export class CacheMetrics {
           if (bus === undefined || relayed(t.cache)) continue;
           for (const s of READER_STATUSES) this.inc({ ...t.labels, status: s }, bus.status === s ? 1 : 0);
         }
+      },
+    }));
+    reg(new Gauge({
+      name: 'cachebus_writebehind_max_pending', help: 'maxPending of a write-behind entity: writes fail with E_WB_BACKPRESSURE at this many pending rows.',
+      registers: [this.registry], labelNames: [...base, 'entity'], aggregator: 'min',
+      collect() {
+        this.reset();
+        for (const t of tracked()) for (const [entity, max] of maxPendingOf(t.cache)) this.set({ ...t.labels, entity }, max);
       },
     }));
     const cursorLag = (t: Tracked): Promise<number | undefined> => this.#cursorLag(t);

@@ -10,7 +10,8 @@ import { parsePending, pendingToRow } from '../bus/write-behind/codec.js';
 import { warnIfNotDurable } from '../bus/write-behind/durability.js';
 import { publishDefinition, readDefinitions } from '../bus/write-behind/registry.js';
 import { TickQueue } from '../bus/write-behind/ticks.js';
-import { WriteBehindWriter, type WriterOptions, type WriterStats } from '../bus/write-behind/writer.js';
+import { recordMaxPending } from './write-behind-limits.js';
+import { kWriterDefaults, WriteBehindWriter, type WriterOptions, type WriterStats } from '../bus/write-behind/writer.js';
 import type { Cache, Loader } from './cache.js';
 import { cacheOpenHooks } from './open-hooks.js';
 
@@ -301,6 +302,7 @@ export async function writeBehind<R extends object = Row>(
   const handle = new WriteBehindEntity<R>(cache, entity, writer, ticks, hook, options.pg);
   hook.handles.set(entity.name, handle as unknown as WriteBehindEntity);
   hook.add(entity, true);
+  recordMaxPending(cache, entity.name, options.maxPending ?? kWriterDefaults.maxPending);
   return handle;
 }
 
