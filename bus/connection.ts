@@ -1,11 +1,13 @@
-import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import { clusterFromSeeds } from './cluster.js';
+import { adoptClient, isClientLike, isClusterClient, type RedisClientLike } from './redis-like.js';
 
 /**
  * What a caller may pass as `redis`: a URL (redis:// or rediss://, with user:password for
- * AUTH/ACL), ioredis options, a client, or Redis Cluster seed URLs (`['redis://h1:7001', ...]`).
+ * AUTH/ACL), ioredis options, a client (`Redis` or `Cluster` of ioredis 5 or 6: see
+ * redis-like.ts), or Redis Cluster seed URLs (`['redis://h1:7001', ...]`).
  */
-export type RedisInput = string | readonly string[] | RedisOptions | Redis | Cluster;
+export type RedisInput = string | readonly string[] | RedisOptions | RedisClientLike;
 export type RedisClient = Redis | Cluster;
 
 /** Exponential backoff with full jitter: 50 ms, 100 ms, ... capped at `maxMs`, times a random factor in [0.5, 1). */
@@ -16,8 +18,8 @@ export function backoff(attempt: number, baseMs = 50, maxMs = 5_000): number {
 
 const retryStrategy = (times: number): number => backoff(times);
 
-export function isClient(x: unknown): x is RedisClient {
-  return x instanceof Redis || x instanceof Cluster;
+export function isClient(x: unknown): x is RedisClientLike {
+  return isClientLike(x);
 }
 
 export interface Connection {
@@ -28,7 +30,7 @@ export interface Connection {
 
 /** Opens (or adopts) a command connection: a URL, ioredis options, cluster seed URLs, or a client. */
 export function connect(input: RedisInput, name: string, extra: RedisOptions = {}): Connection {
-  if (isClient(input)) return { client: input, owned: false };
+  if (isClient(input)) return { client: adoptClient(input), owned: false };
   const common: RedisOptions = { retryStrategy, connectionName: name, lazyConnect: false, ...extra };
   if (Array.isArray(input)) return { client: clusterFromSeeds(input as readonly string[], common), owned: true };
   const client = typeof input === 'string' ? new Redis(input, common) : new Redis({ ...common, ...input });
@@ -48,7 +50,7 @@ export function duplicateForBlocking(client: RedisClient, name: string): RedisCl
     retryStrategy,
     lazyConnect: false,
   } satisfies RedisOptions;
-  if (client instanceof Cluster) {
+  if (isClusterClient(client)) {
     return client.duplicate(undefined, { redisOptions: { ...client.options.redisOptions, ...overrides } });
   }
   return client.duplicate(overrides);
@@ -61,7 +63,7 @@ export function duplicateForBlocking(client: RedisClient, name: string): RedisCl
  */
 export function duplicateForBullmq(client: RedisClient, name: string): RedisClient {
   const overrides = { connectionName: name, maxRetriesPerRequest: null, retryStrategy, lazyConnect: false } satisfies RedisOptions;
-  if (client instanceof Cluster) {
+  if (isClusterClient(client)) {
     return client.duplicate(undefined, { redisOptions: { ...client.options.redisOptions, ...overrides } });
   }
   return client.duplicate(overrides);

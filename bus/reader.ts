@@ -1,11 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { slotOwner, slotOwnerIdentity } from './cluster.js';
 import { backoff, parseInfo, type RedisClient } from './connection.js';
 import { BadEntryError, type BadEntryReason } from './errors.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
 import { streamInfoScript } from './lua-stream-info.js';
 import { decode, type DecodedEntry } from './wire.js';
+import { isClusterClient } from './redis-like.js';
 
 /** Why the reader could not prove it saw every entry since its cursor. */
 export type GapCause = 'trimmed' | 'missing' | 'reset' | 'restart';
@@ -119,7 +120,7 @@ export class StreamReader {
     conn.on('error', (err: unknown) => {
       if (!this.#closed) this.#h.onError(err);
     });
-    if (conn instanceof Cluster) {
+    if (isClusterClient(conn)) {
       conn.on('-node', (node: { options: { host?: string; port?: number } }) => {
         if (this.#owner?.startsWith(`${node.options.host}:${node.options.port}/`)) this.#ownerLost = true;
       });
@@ -203,7 +204,7 @@ export class StreamReader {
   /** Checks the server identity (restart) and the stream position. `initial` adopts the stream's end. */
   async #sync(initial: boolean): Promise<void> {
     const conn = this.#conn;
-    if (conn instanceof Cluster) {
+    if (isClusterClient(conn)) {
       if (await this.#syncOwner(conn, initial)) return;
     } else {
       const runId = parseInfo(await this.#guard(conn.info('server'), this.#commandMs)).get('run_id');
@@ -309,7 +310,7 @@ export class StreamReader {
         // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
         // ioredis writes each command to the socket as it is issued: corked, the two leave in one
         // writev, so Redis reads and runs them in one pass and the kernel carries one segment.
-        const socket = StreamReader.splitWrites || this.#conn instanceof Cluster ? undefined : this.#conn.stream;
+        const socket = StreamReader.splitWrites || isClusterClient(this.#conn) ? undefined : this.#conn.stream;
         socket?.cork();
         const sentAt = performance.now();
         let infoP: Promise<StreamInfo | undefined>, readP: Promise<unknown>;

@@ -1,6 +1,8 @@
 import { createRequire } from 'node:module';
-import { usage as demoUsage } from '../demo-workers/args.js';
+import { DemoUsageError, parseDemoArgs, usage as demoUsage } from '../demo-workers/args.js';
 import { runDemo } from '../demo-workers/run.js';
+import { selectScenarios } from '../demo-workers/scenarios/index.js';
+import { UsageError } from './args.js';
 
 /** PGlite is a dev dependency: present in a clone, absent from an installed package. */
 function hasPglite(): boolean {
@@ -25,6 +27,13 @@ export async function run(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     console.log(usage);
     return 0;
+  }
+  // Bad input is one sentence and exit 2, like every verb (runDemo, for `npm run demo`, prints the whole usage).
+  try {
+    selectScenarios(parseDemoArgs(argv).scenarios);
+  } catch (err) {
+    if (err instanceof DemoUsageError || /unknown scenario/.test(String(err))) throw new UsageError((err as Error).message);
+    throw err;
   }
   return runDemo(argv);
 }

@@ -5,7 +5,7 @@ import { createFlusherService, type FlusherService } from '../bus/write-behind/s
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { redactUrl } from '../bus/bus.js';
-import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics/metrics-sidecar.js';
+import { outboxBacklog, outboxOldestAge, SidecarMetrics } from '../worker-runtime/metrics/metrics-sidecar.js';
 import { CliError, UsageError, databaseUrl, namespaceFlag, noPositionals, parse, prefixFlag, redisOptions, redisUrl } from './args.js';
 import { checkPort, checkPostgres, checkRedis, findOutbox, OutboxNotFoundError, reason } from './checks.js';
 
@@ -157,7 +157,9 @@ export async function run(argv: string[]): Promise<number> {
   metricsRedis.on('error', () => undefined);
   for (const s of sidecar.services) {
     if (s instanceof OutboxRelay) {
-      metrics.addOutbox(s, { namespace, backlog: outboxBacklog(metricsPg, outbox ?? DEFAULT_OUTBOX) });
+      metrics.addOutbox(s, {
+        namespace, backlog: outboxBacklog(metricsPg, outbox ?? DEFAULT_OUTBOX), oldestAge: outboxOldestAge(metricsPg, outbox ?? DEFAULT_OUTBOX, namespace),
+      });
     } else if (s.name === 'write-behind' && (s as FlusherService).flusher !== undefined) {
       metrics.addFlusher((s as FlusherService).flusher!, { namespace, redis: metricsRedis });
     }

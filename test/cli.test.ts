@@ -103,6 +103,13 @@ describe('cachebus CLI: every failure is one line and an exit code', () => {
     expectOneLine(await cli(['sidecar', 'shop']), 2, /^cachebus sidecar: unexpected argument "shop"/);
   });
 
+  it('demo usage errors are one sentence and exit 2 too, not the whole usage', async () => {
+    expectOneLine(await cli(['demo', '--duration', '1 fortnight']), 2, /^cachebus demo: --duration must look like 8, 8s or 800ms \(got 1 fortnight\) \(see cachebus demo --help\)$/);
+    expectOneLine(await cli(['demo', '--workers', '0']), 2, /^cachebus demo: --workers must be an integer >= 1/);
+    expectOneLine(await cli(['demo', '--scenario', 'nosuch']), 2, /^cachebus demo: .*unknown scenario.*nosuch/);
+    expectOneLine(await cli(['demo', '--bogus']), 2, /^cachebus demo: .*--bogus/);
+  });
+
   it('install-triggers (and --uninstall) with Postgres unreachable: exit 1, one line naming --database', async () => {
     const database = await unreachablePg();
     expectOneLine(await cli(['install-triggers', '--table', 'products', '--namespace', 'shop', '--database', database]), 1,

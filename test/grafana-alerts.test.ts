@@ -37,9 +37,10 @@ describe('grafana/alerts.yml', () => {
       ['CachebusReaderNotServing', 'cachebus_servable'],
       ['CachebusBusGaps', 'cachebus_gaps_total'],
       ['CachebusOutboxErrors', 'cachebus_outbox_errors_total'],
-      ['CachebusOutboxBacklogOld', 'cachebus_outbox_last_batch_age_seconds'],
+      ['CachebusOutboxBacklogOld', 'cachebus_outbox_oldest_pending_age_seconds'],
       ['CachebusDeadLetters', 'cachebus_writebehind_dead_letters'],
       ['CachebusWriteBehindNearMaxPending', 'cachebus_writebehind_pending_rows'],
+      ['CachebusWriteBehindNearMaxPending', 'cachebus_writebehind_max_pending'],
     ] as const) {
       expect(byName[name], name).toBeDefined();
       expect(byName[name]!.expr, name).toContain(metric);

@@ -140,9 +140,9 @@ describe('grafana/dashboards/cachebus.json at a glance', () => {
     const top = panels.filter((p) => p.type === 'stat' && p.gridPos.y < firstRow);
     for (const [what, metric] of [
       ['serving', 'cachebus_servable'], ['cursor lag', 'cachebus_bus_cursor_lag_entries'], ['gaps', 'cachebus_gaps_total'],
-      ['outbox errors', 'cachebus_outbox_errors_total'], ['outbox age', 'cachebus_outbox_last_batch_age_seconds'],
+      ['outbox errors', 'cachebus_outbox_errors_total'], ['outbox age', 'cachebus_outbox_oldest_pending_age_seconds'],
       ['outbox backlog', 'cachebus_outbox_backlog_rows'], ['dead letters', 'cachebus_writebehind_dead_letters{'],
-      ['write-behind pending', 'cachebus_writebehind_pending_rows'],
+      ['write-behind pending', 'cachebus_writebehind_pending_rows'], ['write-behind maxPending', 'cachebus_writebehind_max_pending'],
     ] as const) {
       const p = top.find((x) => exprs(x).includes(metric));
       expect(p, `no stat panel at the top for ${what} (${metric})`).toBeDefined();
@@ -279,7 +279,8 @@ describe.skipIf(missing !== undefined)('every panel query against a real Prometh
     }, 30_000, 'namespace variable values');
     const workers = await until(async () => {
       const v = await variableValues(prom, workerVar!, { namespace: 'fixture' });
-      return v.length === 2 ? v : undefined;
+      // the app's two workers (the cases below pick one), and the sidecar fixture's writer (maxPending only)
+      return v.length === 3 ? v.filter((w) => w !== 'fixture-writer') : undefined;
     }, 30_000, 'worker variable values');
 
     // Every target up and scraped a few times before deciding what is exported.

@@ -5,7 +5,7 @@ import { installTriggers } from '../bus/outbox/triggers.js';
 import { Sidecar } from '../bus/sidecar/sidecar.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
 import { createCache } from '../worker-runtime/index.js';
-import { outboxBacklog, SidecarMetrics } from '../worker-runtime/metrics/index.js';
+import { CacheMetrics, outboxBacklog, outboxOldestAge, SidecarMetrics } from '../worker-runtime/metrics/index.js';
 import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { TestSchema } from './helpers/pg.js';
 import { parseExposition, scrape, value, type Exposition } from './helpers/prometheus.js';
@@ -29,7 +29,7 @@ afterEach(async () => {
   await cleanupPrefix(prefix);
 });
 
-const read = async (m: SidecarMetrics): Promise<Exposition> => parseExposition(await m.metrics());
+const read = async (m: { metrics(): Promise<string> }): Promise<Exposition> => parseExposition(await m.metrics());
 
 describe('sidecar metrics', () => {
   it('write-behind: queue depth and pending rows at scrape time, batches, rows flushed, latency, dead letters', async () => {
@@ -72,8 +72,13 @@ describe('sidecar metrics', () => {
     cleanups.push(() => redis.disconnect());
     const cache = await createCache<{}>({ redis: REDIS_URL, namespace: NS, prefix, maxEntries: 100 });
     cleanups.push(() => cache.close());
-    const items = await writeBehind(cache, ITEMS, { pg: schema.url, flushDelayMs: 60_000 });
+    const items = await writeBehind(cache, ITEMS, { pg: schema.url, flushDelayMs: 60_000, maxPending: 4 });
     cleanups.push(() => items.close());
+    // the limit the alert divides by comes from the worker's metrics
+    const worker = new CacheMetrics({ worker: 'w1', cluster: false });
+    worker.add(cache);
+    cleanups.push(() => worker.close());
+    expect(value(await read(worker), 'cachebus_writebehind_max_pending', { entity: 'items', namespace: NS, worker: 'w1' })).toBe(4);
     for (let i = 1; i <= 3; i++) await items.write({ id: i, val: `v${i}` });
     // a flusher that is stopped: reported, but it takes nothing
     const flusher = await Flusher.open({ redis: REDIS_URL, namespace: NS, prefix, pg: schema.url, entities: [ITEMS], sweepIntervalMs: 60_000, queueConcurrency: 0 });
@@ -91,9 +96,15 @@ describe('sidecar metrics', () => {
     await installTriggers(schema.pool, { name: 'prices', columns: ['amount'] }, { namespace: NS });
     await schema.pool.query('UPDATE prices SET amount = 1 WHERE id <= 7');
     const relay = new OutboxRelay({ pg: schema.url, redis: REDIS_URL, namespace: NS, prefix, pollMs: 20 });
-    const metrics = new SidecarMetrics({ worker: 'sc1' }).addOutbox(relay, { namespace: NS, backlog: outboxBacklog(schema.pool) });
+    const metrics = new SidecarMetrics({ worker: 'sc1' })
+      .addOutbox(relay, { namespace: NS, backlog: outboxBacklog(schema.pool), oldestAge: outboxOldestAge(schema.pool, 'cachebus_outbox', NS) });
     cleanups.push(() => metrics.close());
     expect(value(await read(metrics), 'cachebus_outbox_backlog_rows')).toBe(7);
+    // the oldest pending row, read at scrape time (here made 90 s old): grows while nothing relays
+    await schema.pool.query("UPDATE cachebus_outbox SET created_at = clock_timestamp() - interval '90 seconds' WHERE id = (SELECT min(id) FROM cachebus_outbox)");
+    const age = value(await read(metrics), 'cachebus_outbox_oldest_pending_age_seconds', { namespace: NS });
+    expect(age).toBeGreaterThanOrEqual(90);
+    expect(age).toBeLessThan(150);
     expect(value(await read(metrics), 'cachebus_outbox_rows_total')).toBe(0);
 
     const sidecar = new Sidecar({ port: 0, metrics }).add(relay);
@@ -104,6 +115,9 @@ describe('sidecar metrics', () => {
     const e = await scrape(url);
     expect(value(e, 'cachebus_outbox_rows_total')).toBe(7);
     expect(value(e, 'cachebus_outbox_batches_total')).toBeGreaterThanOrEqual(1);
+    // drained: 0, and another namespace's old row is not this one's
+    await schema.pool.query("INSERT INTO cachebus_outbox (namespace, key, created_at) VALUES ('other', 'prices:1', clock_timestamp() - interval '1 hour')");
+    expect(value(await scrape(url), 'cachebus_outbox_oldest_pending_age_seconds', { namespace: NS })).toBe(0);
   });
 
   it('leaves a gauge out and counts a scrape error when Redis is gone, and never fails the scrape', async () => {

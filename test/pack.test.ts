@@ -23,6 +23,8 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { na
 let dir: string;
 let app: string;
 let full: string;
+/** A second app on the other ioredis major than the one npm picked for `app`, with its own client. */
+let otherApp: string;
 let files: string[];
 const prefix = randomPrefix();
 
@@ -88,6 +90,29 @@ export async function main(): Promise<void> {
 }
 `;
 
+/**
+ * The app's own ioredis client passed to createCache (ioredis is a peer: one copy, the app's).
+ * Two caches on one client: B's reader duplicates the app's client, A's invalidation reaches B.
+ */
+const OWN_CLIENT = `import { createRequire } from 'node:module';
+import { Redis } from 'ioredis';
+import { createCache, type CacheOptions } from 'cachebus';
+
+const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+const options: CacheOptions = { redis, namespace: 'packtest', prefix: process.env.CACHEBUS_PREFIX ?? 'packtest', maxEntries: 100 };
+const a = await createCache(options);
+const b = await createCache(options);
+const loaded = await b.get('product:1', async () => ({ id: 1, name: 'lamp' }));
+await a.invalidate('product:1');
+const deadline = Date.now() + 10_000;
+while (b.peek('product:1') !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+const version = (createRequire(import.meta.url)('ioredis/package.json') as { version: string }).version;
+console.log(JSON.stringify({ ioredis: version, loaded, droppedInB: b.peek('product:1') === undefined }));
+await a.close();
+await b.close();
+await redis.quit();
+`;
+
 function tsconfig(resolution: 'node16' | 'bundler', emit: boolean): string {
   return JSON.stringify({
     compilerOptions: {
@@ -127,11 +152,30 @@ beforeAll(async () => {
     if (r === 'node16') config.compilerOptions.resolveJsonModule = true; // piscina's .d.ts imports its package.json
     writeFileSync(join(full, `tsconfig.${r}.json`), JSON.stringify(config, null, 2));
   }
+  writeFileSync(join(app, 'src', 'own-client.ts'), OWN_CLIENT);
   const tarball = join(dir, packed.filename);
   const flags = ['--no-audit', '--no-fund', '--prefer-offline'];
   await exec('npm', ['install', tarball, '@types/node@20', ...flags], { cwd: app });
   await exec('npm', ['install', tarball, '@types/node@20', ...PEERS, ...flags], { cwd: full });
-}, 300_000);
+  // npm installed ioredis (a required peer) itself, at its newest major; the second app pins the other one.
+  const other = major(app, 'ioredis') === 5 ? 6 : 5;
+  otherApp = join(dir, `app-ioredis${other}`);
+  mkdirSync(join(otherApp, 'src'), { recursive: true });
+  writeFileSync(join(otherApp, 'package.json'), JSON.stringify({ name: 'app-other', private: true, type: 'module' }));
+  writeFileSync(join(otherApp, 'src', 'own-client.ts'), OWN_CLIENT);
+  writeFileSync(join(otherApp, 'tsconfig.node16.json'), tsconfig('node16', true));
+  await exec('npm', ['install', tarball, `ioredis@${other}`, '@types/node@20', ...flags], { cwd: otherApp });
+}, 420_000);
+
+function major(appDir: string, name: string): number {
+  return Number((JSON.parse(readFileSync(join(appDir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version.split('.')[0]);
+}
+
+/** Every installed copy of a package in an app (npm ls): a peer must resolve to exactly one. */
+async function copies(appDir: string, name: string): Promise<string[]> {
+  const { stdout } = await exec('npm', ['ls', name, '--all', '--parseable'], { cwd: appDir });
+  return [...new Set(stdout.split('\n').filter((l) => l.endsWith(`node_modules/${name}`)))];
+}
 
 afterAll(async () => {
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
@@ -203,6 +247,23 @@ describe('the packed package', () => {
     const { stdout } = await exec('node', ['out/main.js'], { cwd: app, env: { ...process.env, REDIS_URL, CACHEBUS_PREFIX: prefix }, timeout: 20_000 });
     expect(JSON.parse(stdout)).toEqual({ loaded: { id: 1, name: 'lamp' }, afterInvalidate: null });
   }, 30_000);
+
+  it('ioredis and prom-client are peers: one copy of each in an app, both ioredis majors installed', async () => {
+    for (const a of [app, otherApp, full]) expect(await copies(a, 'ioredis')).toEqual([join(a, 'node_modules', 'ioredis')]);
+    expect(await copies(full, 'prom-client')).toEqual([join(full, 'node_modules', 'prom-client')]);
+    expect([major(app, 'ioredis'), major(otherApp, 'ioredis')].sort()).toEqual([5, 6]);
+  });
+
+  it('the app passes its own ioredis client (either major): strict type-check, then two caches coherent through it', async () => {
+    const check = await exec('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: otherApp }).then(() => '', (e: { stdout: string }) => e.stdout);
+    expect(check).toBe('');
+    for (const a of [app, otherApp]) {
+      const { stdout } = await exec('node', ['out/own-client.js'], { cwd: a, env: { ...process.env, REDIS_URL, CACHEBUS_PREFIX: prefix }, timeout: 20_000 });
+      const out = JSON.parse(stdout) as { ioredis: string };
+      expect(out).toEqual({ ioredis: out.ioredis, loaded: { id: 1, name: 'lamp' }, droppedInB: true });
+      expect(Number(out.ioredis.split('.')[0])).toBe(major(a, 'ioredis'));
+    }
+  }, 180_000);
 
   it('installs the cachebus binary: --version, and demo --help does not promise PGlite', async () => {
     expect((await exec(join(app, 'node_modules', '.bin', 'cachebus'), ['--version'])).stdout.trim()).toBe(pkg.version);

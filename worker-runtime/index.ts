@@ -24,6 +24,7 @@ export { PROTOCOL_VERSION, type Invalidation } from '../bus/wire.js';
 export type { PgInput, PgPoolLike } from '../bus/pg-input.js';
 export { DependencyGraph, type DependencyRule } from './dependencies.js';
 export type { RelayMode } from './relay-client.js';
+export type { RedisClientLike } from '../bus/redis-like.js';
 export {
   StaleSampler, type StaleCheck, type StaleVerdict, type StaleResult, type StaleSamplerStats,
 } from './stale-sampler.js';

@@ -32,7 +32,7 @@ export interface CacheOptions<V = unknown> {
   redis?: RedisInput | false | undefined;
   /** Caches that share a namespace invalidate each other. Required. */
   namespace: string;
-  /** @defaultValue `'cachebus'` */
+  /** Prefix of every Redis key (one per environment sharing a Redis). @defaultValue `process.env.CACHEBUS_PREFIX ?? 'cachebus'` */
   prefix?: string | undefined;
   /** Eviction policy of the local store. @defaultValue `'lru'` */
   policy?: PolicyName | undefined;
@@ -165,7 +165,7 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
   // An option given as undefined is an option not given (its default applies).
   const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as CacheOptions<V>;
-  const o = { ...kCacheDefaults, ...given } as ResolvedOptions<V>;
+  const o = { ...kCacheDefaults, prefix: process.env.CACHEBUS_PREFIX ?? kCacheDefaults.prefix, ...given } as ResolvedOptions<V>;
   assertNamespace(o.namespace);
   if (given.ttl !== undefined) o.ttl = durationMs(given.ttl, 'options.ttl');
   if (given.timeout !== undefined) o.timeout = durationMs(given.timeout, 'options.timeout');

@@ -16,7 +16,7 @@ export interface OutboxRelayOptions {
   /** Redis carrying the namespace's invalidation stream. */
   readonly redis: RedisInput;
   readonly namespace: string;
-  /** @defaultValue `'cachebus'` */
+  /** @defaultValue `process.env.CACHEBUS_PREFIX ?? 'cachebus'` */
   readonly prefix?: string | undefined;
   /** HMAC secret of the namespace, when signing is on. */
   readonly secret?: string | Buffer | undefined;
@@ -100,7 +100,7 @@ export class OutboxRelay implements SidecarService {
     for (const n of ['batchSize', 'pollMs'] as const) {
       if (!Number.isInteger(o[n]) || o[n] <= 0) throw new InvalidOptionError(`options.${n} must be a positive integer (got ${String(o[n])})`);
     }
-    busKeys(o.prefix ?? 'cachebus', o.namespace); // validates namespace and prefix
+    busKeys(o.prefix ?? process.env.CACHEBUS_PREFIX ?? 'cachebus', o.namespace); // validates namespace and prefix
     this.#o = o;
     const table = quoteTable(o.outbox ?? DEFAULT_OUTBOX);
     // kind through to_jsonb: an outbox created before the column existed reads as all keys.
@@ -120,7 +120,7 @@ export class OutboxRelay implements SidecarService {
     this.#ownsRedis = conn.owned;
     if (conn.owned) redis.on('error', (err: unknown) => { this.#lastError = `redis: ${(err as Error)?.message ?? err}`; });
     this.#publisher = new Publisher(redis, {
-      stream: busKeys(o.prefix ?? 'cachebus', o.namespace).stream,
+      stream: busKeys(o.prefix ?? process.env.CACHEBUS_PREFIX ?? 'cachebus', o.namespace).stream,
       origin: this.#origin,
       secret: o.secret,
       maxEntryBytes: o.maxEntryBytes ?? 65_536,

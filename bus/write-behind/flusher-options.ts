@@ -10,7 +10,7 @@ export interface FlusherOptions {
   readonly redis?: RedisInput | undefined;
   /** Namespace of the caches whose writes this flusher applies. Required. */
   readonly namespace: string;
-  /** @defaultValue `'cachebus'` */
+  /** @defaultValue `process.env.CACHEBUS_PREFIX ?? 'cachebus'` */
   readonly prefix?: string;
   /** Postgres to write to: a pool (left open) or a connection string. @defaultValue `process.env.DATABASE_URL` */
   readonly pg?: PgInput | undefined;
@@ -73,7 +73,7 @@ export type ResolvedFlusherOptions = FlusherOptions & Required<Omit<FlusherOptio
 export function resolveFlusherOptions(user: FlusherOptions): ResolvedFlusherOptions {
   if (user === null || typeof user !== 'object') throw new InvalidOptionError('options must be an object');
   const given = Object.fromEntries(Object.entries(user).filter(([, v]) => v !== undefined)) as FlusherOptions; // undefined: the default
-  const o = { ...kFlusherDefaults, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...given } as ResolvedFlusherOptions;
+  const o = { ...kFlusherDefaults, prefix: process.env.CACHEBUS_PREFIX ?? kFlusherDefaults.prefix, redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', ...given } as ResolvedFlusherOptions;
   assertNamespace(o.namespace);
   const int = (name: keyof FlusherOptions, min: number, max = Number.MAX_SAFE_INTEGER): void => {
     const v = o[name];

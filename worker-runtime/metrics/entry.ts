@@ -21,5 +21,6 @@ export const {
   kThreadMetricsChannel,
   SidecarMetrics,
   outboxBacklog,
+  outboxOldestAge,
   StaleSampler,
 } = m;

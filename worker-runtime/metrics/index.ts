@@ -11,11 +11,12 @@ export {
   CacheMetrics, cacheMetrics, kMetricsDefaults, type CacheMetricsOptions,
 } from './metrics.js';
 export { defaultWorkerLabel, type BaseLabels } from './metrics-labels.js';
+export type { RegistryLike } from './registry-like.js';
 export { serveMetrics, type MetricsSource, type MetricsServer, type MetricsServerOptions, type HealthCheck } from './metrics-http.js';
 export { serveClusterMetrics, answerClusterPrimary, type ClusterMetricsOptions } from './metrics-cluster.js';
 export { reportMetricsToParent, ThreadMetricsCollector, kThreadMetricsChannel, type ThreadMetricsOptions } from './metrics-threads.js';
 export {
-  SidecarMetrics, outboxBacklog, type SidecarMetricsOptions, type FlusherSource, type OutboxSource, type Queryable,
+  SidecarMetrics, outboxBacklog, outboxOldestAge, type SidecarMetricsOptions, type FlusherSource, type OutboxSource, type Queryable,
 } from './metrics-sidecar.js';
 export {
   StaleSampler, type StaleCheck, type StaleVerdict, type StaleResult, type StaleSamplerStats,

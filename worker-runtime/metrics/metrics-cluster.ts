@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { AggregatorRegistry, register as globalRegistry, type Registry } from 'prom-client';
 import { serveMetrics, type HealthCheck, type MetricsServer } from './metrics-http.js';
+import { ownRegistry, type RegistryLike } from './registry-like.js';
 
 /** Registries this cluster worker reports to the primary (prom-client keeps one list). */
 const reported = new Set<Registry>();
@@ -11,15 +12,16 @@ const reported = new Set<Registry>();
  * registry stays included, so the application's own metrics are aggregated too. `CacheMetrics`
  * calls this for you in a cluster worker.
  */
-export function answerClusterPrimary(registry: Registry): void {
+export function answerClusterPrimary(registry: RegistryLike): void {
   new AggregatorRegistry(); // installs prom-client's worker-side listener once
-  reported.add(registry);
+  // setRegistries checks `instanceof Registry`: an app's registry of another prom-client copy goes in through a view
+  reported.add(ownRegistry(registry as unknown as Registry));
   AggregatorRegistry.setRegistries([globalRegistry, ...[...reported].filter((r) => r !== globalRegistry)]);
 }
 
 /** Undoes `answerClusterPrimary` for one registry. */
-export function releaseClusterRegistry(registry: Registry): void {
-  if (!reported.delete(registry)) return;
+export function releaseClusterRegistry(registry: RegistryLike): void {
+  if (!reported.delete(ownRegistry(registry as unknown as Registry))) return;
   AggregatorRegistry.setRegistries([globalRegistry, ...[...reported].filter((r) => r !== globalRegistry)]);
 }
 

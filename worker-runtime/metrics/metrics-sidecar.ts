@@ -1,7 +1,9 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { adoptRegistry, type RegistryLike } from './registry-like.js';
 import type { RedisClient } from '../../bus/connection.js';
+import { adoptClient, type RedisClientLike } from '../../bus/redis-like.js';
 import { quoteTable } from '../../bus/entities.js';
-import { writeBehindKeys, writeBehindShared, type BusKeys } from '../../bus/keys.js';
+import { assertNamespace, writeBehindKeys, writeBehindShared, type BusKeys } from '../../bus/keys.js';
 import { defaultWorkerLabel } from './metrics-labels.js';
 
 /**
@@ -34,7 +36,7 @@ export interface Queryable {
 
 export interface SidecarMetricsOptions {
   /** @defaultValue a new prom-client `Registry` */
-  readonly registry?: Registry;
+  readonly registry?: RegistryLike;
   /** Value of the `worker` label (the sidecar instance). @defaultValue `defaultWorkerLabel()` */
   readonly worker?: string;
   /** How long each scrape-time read (Redis, Postgres) may take, ms. @defaultValue `1000` */
@@ -53,8 +55,22 @@ export function outboxBacklog(db: Queryable, table = 'cachebus_outbox', limit = 
   return async () => Number((await db.query(sql)).rows[0]?.n ?? 0);
 }
 
+/**
+ * Age in seconds of the oldest outbox row of `namespace` not relayed yet (0 when none), for
+ * `SidecarMetrics.addOutbox`. Unlike the last batch's age it keeps growing while the relay is
+ * stuck. One index probe (namespace, id).
+ */
+export function outboxOldestAge(db: Queryable, table: string, namespace: string): () => Promise<number> {
+  assertNamespace(namespace); // inlined below: the namespace alphabet has no quote
+  const sql = `SELECT extract(epoch FROM clock_timestamp() - created_at)::float8 AS s FROM ${quoteTable(table)} WHERE namespace = '${namespace}' ORDER BY id LIMIT 1`;
+  return async () => Math.max(0, Number((await db.query(sql)).rows[0]?.s ?? 0));
+}
+
 interface FlusherEntry { readonly source: FlusherSource; readonly namespace: string; readonly redis: RedisClient; readonly off: () => void }
-interface OutboxEntry { readonly source: OutboxSource; readonly namespace: string; readonly backlog?: (() => Promise<number>) | undefined }
+interface OutboxEntry {
+  readonly source: OutboxSource; readonly namespace: string;
+  readonly backlog?: (() => Promise<number>) | undefined; readonly oldestAge?: (() => Promise<number>) | undefined;
+}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -84,7 +100,7 @@ export class SidecarMetrics {
   readonly #reads: Promise<unknown>[] = [];
 
   constructor(options: SidecarMetricsOptions = {}) {
-    this.registry = options.registry ?? new Registry();
+    this.registry = adoptRegistry(options.registry, 'SidecarMetrics options.registry');
     this.worker = options.worker ?? defaultWorkerLabel();
     this.#timeoutMs = options.timeoutMs ?? 1000;
     const registers = [this.registry];
@@ -172,6 +188,21 @@ export class SidecarMetrics {
         await all;
       },
     });
+    new Gauge({
+      name: 'cachebus_outbox_oldest_pending_age_seconds', help: 'Age of the oldest outbox row not relayed yet (0 when none).',
+      registers, labelNames: base, aggregator: 'max',
+      async collect() {
+        this.reset();
+        const jobs = outboxes().filter((e) => e.oldestAge !== undefined).map(async (e) => {
+          const l = label(e.namespace);
+          const v = await read('outbox_oldest_age', l, e.oldestAge!);
+          if (v !== undefined) this.set(l, v);
+        });
+        const all = Promise.all(jobs);
+        scraped(all);
+        await all;
+      },
+    });
     // Registered after the scrape-time gauges, whose collects start first: waits for their reads,
     // so a failure shows in the same scrape.
     const reads = (): Promise<unknown> => Promise.all(this.#reads.splice(0));
@@ -191,7 +222,7 @@ export class SidecarMetrics {
   get contentType(): string { return this.registry.contentType; }
 
   /** Reports a write-behind flusher; `redis` answers the scrape-time HLEN/ZCARD/LLEN. */
-  addFlusher(source: FlusherSource, options: { namespace: string; redis: RedisClient }): this {
+  addFlusher(source: FlusherSource, options: { namespace: string; redis: RedisClientLike }): this {
     const l = { namespace: options.namespace, worker: this.worker };
     const batch = this.#batch.labels(l);
     const duration = this.#duration.labels(l);
@@ -200,13 +231,16 @@ export class SidecarMetrics {
       duration.observe(info.durationMs / 1000);
     };
     source.on('flushed', onFlushed);
-    this.#flushers.push({ source, namespace: options.namespace, redis: options.redis, off: () => source.off('flushed', onFlushed) });
+    this.#flushers.push({ source, namespace: options.namespace, redis: adoptClient(options.redis, 'addFlusher options.redis'), off: () => source.off('flushed', onFlushed) });
     return this;
   }
 
-  /** Reports an outbox relay; `backlog` (e.g. `outboxBacklog(pool, table)`) feeds the backlog gauge. */
-  addOutbox(source: OutboxSource, options: { namespace: string; backlog?: () => Promise<number> }): this {
-    this.#outboxes.push({ source, namespace: options.namespace, backlog: options.backlog });
+  /**
+   * Reports an outbox relay; `backlog` (e.g. `outboxBacklog(pool, table)`) feeds the backlog gauge,
+   * `oldestAge` (e.g. `outboxOldestAge(pool, table, namespace)`) the oldest-pending-row age gauge.
+   */
+  addOutbox(source: OutboxSource, options: { namespace: string; backlog?: () => Promise<number>; oldestAge?: () => Promise<number> }): this {
+    this.#outboxes.push({ source, namespace: options.namespace, backlog: options.backlog, oldestAge: options.oldestAge });
     return this;
   }
 

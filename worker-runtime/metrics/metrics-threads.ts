@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { BroadcastChannel, threadId } from 'node:worker_threads';
 import { AggregatorRegistry, type Registry } from 'prom-client';
+import type { RegistryLike } from './registry-like.js';
 import type { MetricsSource } from './metrics-http.js';
 
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
@@ -19,8 +20,9 @@ type Msg =
  * `ThreadMetricsCollector` with the registries' metrics. The channel is unref'd, so it never
  * keeps the thread alive. Returns a function that stops reporting.
  */
-export function reportMetricsToParent(registries: Registry | readonly Registry[], channel = kThreadMetricsChannel): () => void {
-  const regs = Array.isArray(registries) ? registries : [registries as Registry];
+export function reportMetricsToParent(registries: RegistryLike | readonly RegistryLike[], channel = kThreadMetricsChannel): () => void {
+  // any prom-client copy's registry: only getMetricsAsJSON is called
+  const regs = (Array.isArray(registries) ? registries : [registries]) as readonly Registry[];
   const id = `${threadId}:${randomBytes(4).toString('hex')}`;
   const ch = new BroadcastChannel(channel);
   ch.unref();
@@ -46,7 +48,7 @@ export function reportMetricsToParent(registries: Registry | readonly Registry[]
 
 export interface ThreadMetricsOptions {
   /** The parent's own registries, aggregated with the threads'. @defaultValue none */
-  readonly registries?: readonly Registry[];
+  readonly registries?: readonly RegistryLike[];
   /** How long a scrape waits for the threads, ms; a thread that does not answer is dropped. @defaultValue `1000` */
   readonly timeoutMs?: number;
   /** @defaultValue `kThreadMetricsChannel` */
@@ -83,7 +85,7 @@ export class ThreadMetricsCollector implements MetricsSource {
 
   /** One registry with the parent's and every answering thread's metrics. */
   async aggregate(): Promise<Registry> {
-    const own = await Promise.all((this.#o.registries ?? []).map((r) => r.getMetricsAsJSON()));
+    const own = await Promise.all((this.#o.registries ?? []).map((r) => r.getMetricsAsJSON() as Promise<MetricJson[]>));
     const req = randomBytes(6).toString('hex');
     const entry = { got: [] as MetricJson[][], waiting: new Set(this.#threads), done: () => undefined as void };
     if (entry.waiting.size > 0) {

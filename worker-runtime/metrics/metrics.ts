@@ -1,16 +1,18 @@
 import cluster from 'node:cluster';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { adoptRegistry, type RegistryLike } from './registry-like.js';
 import type { ReaderStatus } from '../../bus/reader.js';
 import type { Cache } from '../cache.js';
 import { answerClusterPrimary, releaseClusterRegistry } from './metrics-cluster.js';
 import { defaultWorkerLabel, type BaseLabels } from './metrics-labels.js';
+import { maxPendingOf } from '../write-behind-limits.js';
 import type { StaleResult } from '../stale-sampler.js';
 
 type AnyCache = Cache<any>;
 
 export interface CacheMetricsOptions {
   /** Registry the metrics go into. @defaultValue a new prom-client `Registry` */
-  readonly registry?: Registry;
+  readonly registry?: RegistryLike;
   /** Value of the `worker` label. @defaultValue `defaultWorkerLabel()` */
   readonly worker?: string;
   /**
@@ -124,7 +126,7 @@ export class CacheMetrics {
   #closed = false;
 
   constructor(options: CacheMetricsOptions = {}) {
-    this.registry = options.registry ?? new Registry();
+    this.registry = adoptRegistry(options.registry, 'CacheMetrics options.registry');
     this.worker = options.worker ?? defaultWorkerLabel();
     this.#timeoutMs = options.cursorLagTimeoutMs ?? kMetricsDefaults.cursorLagTimeoutMs;
     const tracked = (): Tracked[] => [...this.#tracked.values()];
@@ -171,6 +173,14 @@ export class CacheMetrics {
           if (bus === undefined || relayed(t.cache)) continue;
           for (const s of READER_STATUSES) this.inc({ ...t.labels, status: s }, bus.status === s ? 1 : 0);
         }
+      },
+    }));
+    reg(new Gauge({
+      name: 'cachebus_writebehind_max_pending', help: 'maxPending of a write-behind entity: writes fail with E_WB_BACKPRESSURE at this many pending rows.',
+      registers: [this.registry], labelNames: [...base, 'entity'], aggregator: 'min',
+      collect() {
+        this.reset();
+        for (const t of tracked()) for (const [entity, max] of maxPendingOf(t.cache)) this.set({ ...t.labels, entity }, max);
       },
     }));
     const cursorLag = (t: Tracked): Promise<number | undefined> => this.#cursorLag(t);

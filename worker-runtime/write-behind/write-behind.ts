@@ -9,7 +9,8 @@ import { pendingToRow } from '../../bus/write-behind/pending.js';
 import { warnIfNotDurable } from '../../bus/write-behind/durability.js';
 import { publishDefinition } from '../../bus/write-behind/registry.js';
 import { TickQueue } from '../../bus/write-behind/ticks.js';
-import { WriteBehindWriter, type WriterOptions, type WriterStats } from '../../bus/write-behind/writer.js';
+import { kWriterDefaults, WriteBehindWriter, type WriterOptions, type WriterStats } from '../../bus/write-behind/writer.js';
+import { recordMaxPending } from '../write-behind-limits.js';
 import type { Cache } from '../cache.js';
 import { overlayOf, writeBehindOf as handleOf, type BehindHandle, type OverlayHook, type WriteResult } from '../overlay.js';
 
@@ -150,6 +151,7 @@ export async function writeBehind<R extends object = Row>(
   const handle = new WriteBehindEntity<R>(cache, entity, writer, ticks, hook, options.pg);
   hook.handles.set(entity.name, handle as unknown as BehindHandle);
   hook.add(entity, true);
+  recordMaxPending(cache, entity.name, options.maxPending ?? kWriterDefaults.maxPending);
   return handle;
 }
 
