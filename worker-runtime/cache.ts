@@ -2,9 +2,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { errorReporter } from '../bus/report-error.js';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { Bus } from '../bus/bus.js';
+import { Bus, type BusHandlers } from '../bus/bus.js';
 import { ClosedError, InvalidValueError, LoadTimeoutError, PublishError } from '../bus/errors.js';
-import type { GapCause, ReaderHandlers } from '../bus/reader.js';
+import type { GapCause } from '../bus/reader.js';
 import { assertKey, type DecodedEntry } from '../bus/wire.js';
 import { newStats, type CacheEvents, type CacheStats, type ClearCause, type DropReason } from './events.js';
 import { durationMs, resolveOptions, type CacheOptions, type Duration, type Logger, type ResolvedOptions } from './options.js';
@@ -128,8 +128,9 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     if (o.redis === false) return this;
     this.#refreshUntil();
     const relay = resolveRelayMode(o.relay);
-    const handlers: ReaderHandlers = {
+    const handlers: BusHandlers = {
       onEntry: (e) => this.#onEntry(e),
+      onHint: (e) => this.#onHint(e),
       onGap: (cause, detail) => this.#onGap(cause, detail),
       onBadEntry: (reason, id, message) => {
         this.stats.badEntries[reason]++;
@@ -161,6 +162,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
         readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
         publishOnly: this.#relay !== undefined,
         onBacklog: (pending) => this.#hold(kHoldBacklog, pending),
+        wake: o.wake,
       },
       handlers,
     ).catch((err: unknown) => { this.#relay?.close(); throw err; });
@@ -581,6 +583,15 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     if (this.#keyTags.size > 0) this.#untag(key);
     if (this.dependencies.size > 0) this.dependencies.unlink(key);
     if (this.listenerCount('drop') > 0) this.#emitSafe('drop', { key, reason });
+  }
+
+  /**
+   * A wake-up hint (option wake: 'pubsub'): the drop only, early. The stream entry still comes
+   * and is applied (and counted, and reported as `received`) by #onEntry; dropping twice is harmless.
+   */
+  #onHint(e: DecodedEntry): void {
+    if (e.clear) this.#clearLocal('remote');
+    else this.applyInvalidation(e.keys, e.tags, e.tags.length > 0 ? 'tag' : 'invalidate');
   }
 
   #onEntry(e: DecodedEntry): void {
