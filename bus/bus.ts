@@ -3,10 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import { closeClient, connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
 import { ConnectionError } from './errors.js';
-import { busKeys, type BusKeys } from './keys.js';
+import { busKeys, wakeChannel, type BusKeys } from './keys.js';
 import { Publisher } from './publisher.js';
 import { StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
 import type { Invalidation } from './wire.js';
+import { WakeHints, type WakeHandlers } from './wake.js';
 
 export interface BusOptions {
   readonly redis: RedisInput;
@@ -24,7 +25,16 @@ export interface BusOptions {
   readonly publishOnly?: boolean | undefined;
   /** Called when invalidations that failed to publish are waiting to be re-published (true) or all out (false). */
   readonly onBacklog?: ((pending: boolean) => void) | undefined;
+  /**
+   * `'pubsub'`: publish a wake-up hint beside each stream entry, and (with a reader and an
+   * `onHint` handler) subscribe to them, to drop keys before the stream entry is read
+   * (bus/wake.ts). The stream stays the source of truth. @defaultValue 'stream'
+   */
+  readonly wake?: 'stream' | 'pubsub' | undefined;
 }
+
+/** The reader's handlers, plus where hints go (option `wake: 'pubsub'`). */
+export type BusHandlers = ReaderHandlers & Partial<Pick<WakeHandlers, 'onHint'>>;
 
 /** The URL without its password, for messages. */
 export function redactUrl(url: string): string {
@@ -54,9 +64,10 @@ export class Bus {
   readonly #owned: boolean;
   readonly #publisher: Publisher;
   readonly #reader: StreamReader | undefined;
+  readonly #wake: WakeHints | undefined;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: BusOptions, handlers: ReaderHandlers) {
+  private constructor(opts: BusOptions, handlers: BusHandlers) {
     this.keys = busKeys(opts.prefix, opts.namespace);
     this.origin = newOrigin();
     const conn = connect(opts.redis, `cachebus:${opts.namespace}:cmd`);
@@ -71,6 +82,7 @@ export class Bus {
       streamMaxLen: opts.streamMaxLen,
       streamMaxAgeMs: opts.streamMaxAgeMs,
       onBacklog: opts.onBacklog,
+      wakeChannel: opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined,
     });
     if (!opts.publishOnly) {
       this.#reader = new StreamReader(
@@ -85,11 +97,19 @@ export class Bus {
         },
         handlers,
       );
+      const onHint = handlers.onHint;
+      if (opts.wake === 'pubsub' && onHint !== undefined) {
+        this.#wake = new WakeHints(
+          this.client, `cachebus:${opts.namespace}:wake`,
+          { channel: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes },
+          { onHint, onError: (err) => handlers.onError(err) },
+        );
+      }
     }
   }
 
   /** Connects, captures the stream's end, starts reading. Rejects with ConnectionError if Redis stays unreachable. */
-  static async open(opts: BusOptions, handlers: ReaderHandlers): Promise<Bus> {
+  static async open(opts: BusOptions, handlers: BusHandlers): Promise<Bus> {
     let lastError = '';
     const bus = new Bus(opts, { ...handlers, onError: (err) => { lastError = String((err as Error)?.message ?? err); handlers.onError(err); } });
     const timeoutMs = opts.connectTimeoutMs ?? 10_000;
@@ -103,7 +123,7 @@ export class Bus {
       }, timeoutMs);
     });
     try {
-      await Promise.race([bus.#reader ? bus.#reader.start() : bus.client.ping(), timeout]);
+      await Promise.race([Promise.all([bus.#reader ? bus.#reader.start() : bus.client.ping(), bus.#wake?.start()]), timeout]);
     } catch (err) {
       await bus.close();
       throw err instanceof ConnectionError ? err : new ConnectionError(`cannot open the bus: ${(err as Error).message}`, { cause: err });
@@ -112,6 +132,9 @@ export class Bus {
     }
     return bus;
   }
+
+  /** Counters of the wake-up hints (undefined unless option `wake: 'pubsub'` subscribed). */
+  get wakeStats(): WakeHints['stats'] | undefined { return this.#wake?.stats; }
 
   get status(): ReaderStatus { return this.#reader?.status ?? 'ready'; }
   get cursor(): string | undefined { return this.#reader?.cursor; }
@@ -135,6 +158,7 @@ export class Bus {
     this.#closing ??= (async () => {
       await this.#publisher.flushed();
       this.#publisher.close();
+      this.#wake?.close();
       await this.#reader?.close();
       if (this.#owned) await closeClient(this.client);
     })();

@@ -30,6 +30,11 @@ export function busKeys(prefix: string, namespace: string): BusKeys {
   return { stream: `${base}:inval`, base };
 }
 
+/** The pub/sub channel of wake-up hints (option `wake: 'pubsub'`; a channel, not a key). */
+export function wakeChannel(keys: BusKeys): string {
+  return `${keys.base}:wake`;
+}
+
 /** Keys of one write-behind entity (docs/write-behind.md). `entity` is a validated SQL identifier. */
 export interface WriteBehindKeys {
   /** Hash id → `<version>:<row json>`: the pending rows (the overlay readers see first). */

@@ -2,6 +2,7 @@ import type { RedisClient } from './connection.js';
 import { backoff } from './connection.js';
 import { PublishError } from './errors.js';
 import { appendArgs, publishScript, type Trim } from './lua-append.js';
+import { publishWakeScript } from './lua-publish-wake.js';
 import { encode, type Invalidation } from './wire.js';
 
 export interface PublisherOptions {
@@ -20,6 +21,8 @@ export interface PublisherOptions {
   readonly maxBacklog?: number | undefined;
   /** Called when the backlog of unpublished invalidations becomes non-empty (true) or empty (false). */
   readonly onBacklog?: ((pending: boolean) => void) | undefined;
+  /** When set, each entry is also PUBLISHed on this channel as a wake-up hint (bus/lua-publish-wake.ts). */
+  readonly wakeChannel?: string | undefined;
 }
 
 interface Batch {
@@ -137,7 +140,11 @@ export class Publisher {
         : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
     const owed = sizeOf(backlog);
     this.#owed += owed;
-    return publishScript.run<string[]>(this.#client, [o.stream], appendArgs(entries, trim)).then(
+    const args = appendArgs(entries, trim);
+    const sent = o.wakeChannel === undefined
+      ? publishScript.run<string[]>(this.#client, [o.stream], args)
+      : publishWakeScript.run<string[]>(this.#client, [o.stream], [o.wakeChannel, ...args]);
+    return sent.then(
       (ids) => {
         this.#owed -= owed;
         this.#failures = 0;

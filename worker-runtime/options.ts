@@ -78,6 +78,14 @@ export interface CacheOptions<V = unknown> {
   /** How long `createCache` waits for Redis before it rejects with ConnectionError. @defaultValue `10_000` */
   connectTimeoutMs?: number | undefined;
   /**
+   * How invalidations wake the other workers (docs/wake-up.md). `'stream'`: the stream reader
+   * alone. `'pubsub'`: publishes also PUBLISH each entry as a hint, and this cache subscribes
+   * (one more connection) and drops the hinted keys at once; the stream is still read and
+   * chain-checked entry by entry, so a lost hint only delays the drop to the stream's pace.
+   * Costs Redis CPU and a second wake-up per entry in each reader. @defaultValue `'stream'`
+   */
+  wake?: 'stream' | 'pubsub' | undefined;
+  /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
    * this process (worker threads); `'auto'` the relay when a hub was started in the parent or
@@ -198,6 +206,9 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
     throw new InvalidOptionError('options.blockMs must be at most half of options.maxStaleMs');
   }
   if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub') {
+    throw new InvalidOptionError(`options.wake must be 'stream' or 'pubsub' (got ${String(o.wake)})`);
+  }
   if (!RELAY_MODES.includes(o.relay)) {
     throw new InvalidOptionError(`options.relay must be 'auto', 'ipc', 'broadcast' or false (got ${String(o.relay)})`);
   }

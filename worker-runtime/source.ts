@@ -1,6 +1,5 @@
-import { Bus } from '../bus/bus.js';
+import { Bus, type BusHandlers } from '../bus/bus.js';
 import { InvalidOptionError } from '../bus/errors.js';
-import type { ReaderHandlers } from '../bus/reader.js';
 import type { LocalEntries } from './entries.js';
 import type { CacheEvents, CacheStats } from './events.js';
 import type { ResolvedOptions } from './options.js';
@@ -23,7 +22,7 @@ export interface SourceHost<V extends Cacheable> {
 }
 
 /** The reader's callbacks for one cache (its bus or its relay client calls them). */
-export function readerHandlers<V extends Cacheable>(host: SourceHost<V>): ReaderHandlers {
+export function readerHandlers<V extends Cacheable>(host: SourceHost<V>): BusHandlers {
   const { stats, entries, fresh } = host;
   return {
     onEntry: (e) => {
@@ -33,6 +32,12 @@ export function readerHandlers<V extends Cacheable>(host: SourceHost<V>): Reader
         id: e.id, origin: e.origin, keys: e.keys.length, tags: e.tags.length, clear: e.clear,
         lagMs: Date.now() - e.time, dropped,
       });
+    },
+    // A wake-up hint (option wake: 'pubsub'): the drop only, early. The stream entry still comes
+    // and is applied (and counted, and reported as `received`) by onEntry; dropping twice is harmless.
+    onHint: (e) => {
+      if (e.clear) entries.clear('remote');
+      else entries.apply(e.keys, e.tags, e.tags.length > 0 ? 'tag' : 'invalidate');
     },
     onGap: (cause, detail) => {
       stats.gaps[cause]++;
@@ -56,7 +61,7 @@ export function readerHandlers<V extends Cacheable>(host: SourceHost<V>): Reader
  * Opens the bus (and, in relay mode, the relay client first: the host's hub reads, the bus only
  * publishes). Closes what it opened if the bus cannot be opened.
  */
-export async function openSource<V>(o: ResolvedOptions<V>, handlers: ReaderHandlers, fresh: Servability): Promise<{ bus: Bus; relay: RelayClient | undefined }> {
+export async function openSource<V>(o: ResolvedOptions<V>, handlers: BusHandlers, fresh: Servability): Promise<{ bus: Bus; relay: RelayClient | undefined }> {
   const redis = o.redis;
   if (redis === false) throw new InvalidOptionError('a cache with options.redis false has no bus'); // the caller checks first
   const mode = resolveRelayMode(o.relay);
@@ -76,6 +81,7 @@ export async function openSource<V>(o: ResolvedOptions<V>, handlers: ReaderHandl
       readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
       publishOnly: relay !== undefined,
       onBacklog: (pending) => fresh.hold(kHoldBacklog, pending),
+      wake: o.wake,
     },
     handlers,
   ).catch((err: unknown) => { relay?.close(); throw err; });
