@@ -27,7 +27,7 @@ export interface TortureOptions {
   readonly loops: number;
   readonly pauseMs: number;
   readonly verbose: boolean;
-  /** A deliberately broken workload (tests prove the checker catches it): '', 'no-publish', 'regress'. */
+  /** A deliberately broken workload (a test proves the checker catches it): '' or 'no-publish'. */
   readonly mutation: string;
 }
 
@@ -152,7 +152,7 @@ export async function torture(o: TortureOptions, log: (line: string) => void): P
     try {
       await Promise.all([
         nemesis.run(schedule, t0, load.signal),
-        runWorkload({ slots, history, outside, table, loops: o.loops, pauseMs: o.pauseMs, signal: load.signal, mutation: o.mutation }),
+        runWorkload({ slots, history, outside, table, loops: o.loops, pauseMs: o.pauseMs, signal: load.signal }),
       ]);
     } finally {
       clearTimeout(timer);

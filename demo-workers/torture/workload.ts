@@ -44,8 +44,6 @@ export interface WorkloadOptions {
   /** Pause between two operations of one loop, ms (keeps the CPU use moderate). */
   readonly pauseMs: number;
   readonly signal: AbortSignal;
-  /** A deliberately broken workload: 'regress' makes outside writes move versions backwards. */
-  readonly mutation: string;
 }
 
 /**
@@ -57,7 +55,6 @@ export interface WorkloadOptions {
 export async function runWorkload(o: WorkloadOptions): Promise<void> {
   const outside = outsideIds();
   const step = `UPDATE ${o.table} SET version = version + 1, price = price + 1 WHERE id = $1 RETURNING version`;
-  const regress = `UPDATE ${o.table} SET version = version - 1 WHERE id = $1 RETURNING version`;
   const loop = async (): Promise<void> => {
     while (!o.signal.aborted) {
       const u = Math.random();
@@ -65,7 +62,7 @@ export async function runWorkload(o: WorkloadOptions): Promise<void> {
         const id = outside[Math.floor(Math.random() * outside.length)]!;
         const start = now();
         try {
-          const r = await o.outside.query<{ version: string }>(o.mutation === 'regress' && Math.random() < 0.2 ? regress : step, [id]);
+          const r = await o.outside.query<{ version: string }>(step, [id]);
           o.history.write({ worker: -1, id, v: Number(r.rows[0]!.version), how: 'outside', start, end: now(), acked: true });
         } catch {
           o.history.failed++;
