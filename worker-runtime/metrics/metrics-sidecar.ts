@@ -157,52 +157,31 @@ export class SidecarMetrics {
     };
     perEntity('cachebus_writebehind_pending_rows', 'Rows written but not yet in Postgres (the overlay readers see first).', 'pending_rows', (r, k) => r.hlen(k.overlay));
     perEntity('cachebus_writebehind_queue_depth', 'Rows waiting for a flush (due or leased to a flusher).', 'queue_depth', (r, k) => r.zcard(k.dirty));
-    new Gauge({
-      name: 'cachebus_writebehind_dead_letters', help: 'Rows in the dead-letter list now.',
-      registers, labelNames: base, aggregator: 'max',
-      async collect() {
-        this.reset();
-        const seen = new Set<string>();
-        const jobs = flushers().filter((e) => !seen.has(e.namespace) && seen.add(e.namespace)).map(async (e) => {
-          const l = label(e.namespace);
-          const v = await read('dead_letters', l, () => e.redis.llen(writeBehindShared(e.source.keys).dead));
-          if (v !== undefined) this.set(l, v);
-        });
-        const all = Promise.all(jobs);
-        scraped(all);
-        await all;
-      },
-    });
-    new Gauge({
-      name: 'cachebus_outbox_backlog_rows', help: 'Outbox rows not relayed yet (a bounded count).',
-      registers, labelNames: base, aggregator: 'max',
-      async collect() {
-        this.reset();
-        const jobs = outboxes().filter((e) => e.backlog !== undefined).map(async (e) => {
-          const l = label(e.namespace);
-          const v = await read('outbox_backlog', l, e.backlog!);
-          if (v !== undefined) this.inc(l, v);
-        });
-        const all = Promise.all(jobs);
-        scraped(all);
-        await all;
-      },
-    });
-    new Gauge({
-      name: 'cachebus_outbox_oldest_pending_age_seconds', help: 'Age of the oldest outbox row not relayed yet (0 when none).',
-      registers, labelNames: base, aggregator: 'max',
-      async collect() {
-        this.reset();
-        const jobs = outboxes().filter((e) => e.oldestAge !== undefined).map(async (e) => {
-          const l = label(e.namespace);
-          const v = await read('outbox_oldest_age', l, e.oldestAge!);
-          if (v !== undefined) this.set(l, v);
-        });
-        const all = Promise.all(jobs);
-        scraped(all);
-        await all;
-      },
-    });
+    /** A gauge read at scrape time, one read per entry; `combine` folds entries of one namespace. */
+    const perNamespace = <E extends { namespace: string }>(
+      name: string, help: string, source: string, list: () => E[], f: (e: E) => Promise<number>, combine: 'set' | 'inc',
+    ): void => {
+      new Gauge({
+        name, help, registers, labelNames: base, aggregator: 'max',
+        async collect() {
+          this.reset();
+          const all = Promise.all(list().map(async (e) => {
+            const l = label(e.namespace);
+            const v = await read(source, l, () => f(e));
+            if (v !== undefined) this[combine](l, v);
+          }));
+          scraped(all);
+          await all;
+        },
+      });
+    };
+    perNamespace('cachebus_writebehind_dead_letters', 'Rows in the dead-letter list now.', 'dead_letters',
+      () => { const seen = new Set<string>(); return flushers().filter((e) => !seen.has(e.namespace) && seen.add(e.namespace)); },
+      (e) => e.redis.llen(writeBehindShared(e.source.keys).dead), 'set');
+    perNamespace('cachebus_outbox_backlog_rows', 'Outbox rows not relayed yet (a bounded count).', 'outbox_backlog',
+      () => outboxes().filter((e) => e.backlog !== undefined), (e) => e.backlog!(), 'inc');
+    perNamespace('cachebus_outbox_oldest_pending_age_seconds', 'Age of the oldest outbox row not relayed yet (0 when none).', 'outbox_oldest_age',
+      () => outboxes().filter((e) => e.oldestAge !== undefined), (e) => e.oldestAge!(), 'set');
     // Registered after the scrape-time gauges, whose collects start first: waits for their reads,
     // so a failure shows in the same scrape.
     const reads = (): Promise<unknown> => Promise.all(this.#reads.splice(0));
