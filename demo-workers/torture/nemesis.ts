@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { Redis } from 'ioredis';
-import { now, type History } from './history.js';
+import { now, type FaultOp, type History } from './history.js';
 import type { WorkerStats } from './layout.js';
 import { Prng } from './prng.js';
 import type { StallProxy } from './proxy.js';
@@ -83,6 +83,26 @@ export class Nemesis {
     this.#admin?.disconnect();
   }
 
+  /**
+   * Runs `body` with worker `slot` counted as frozen: it cannot read meanwhile, so it owes the gaps
+   * of whatever it misses (checked when it resumes). `start` records the fault once the worker's
+   * counters are taken.
+   */
+  async #frozenDuring(slot: number, pid: number, caches: readonly number[] | undefined, start: () => FaultOp, body: () => Promise<void>): Promise<void> {
+    const gaps = (await this.#stats(slot))?.gaps;
+    let resume!: (t: number) => void;
+    const fr: Frozen = { pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }), ...(caches ? { caches } : {}) };
+    this.#frozen.set(slot, fr);
+    const op = start();
+    try {
+      await body();
+    } finally {
+      this.#frozen.delete(slot);
+      op.end = now();
+      resume(now());
+    }
+  }
+
   async #stats(slot: number): Promise<WorkerStats | undefined> {
     const s = this.ctx.slots()[slot];
     if (s === undefined) return undefined;
@@ -149,27 +169,20 @@ export class Nemesis {
       case 'block-loop': {
         const s = this.ctx.slots()[slot];
         if (s === undefined || this.#frozen.has(slot)) { h.fault(f.fault, `w${slot}`, 'worker not running or already frozen'); return; }
-        const gaps = (await this.#stats(slot))?.gaps;
-        let resume!: (t: number) => void;
-        const fr: Frozen = { pid: s.pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }) };
-        const op = h.fault(f.fault, `w${slot} pid ${s.pid} ${f.durationMs}ms`);
-        this.#frozen.set(slot, fr);
-        try {
-          if (f.fault === 'stop-worker') {
-            process.kill(s.pid, 'SIGSTOP');
-            await sleep(f.durationMs);
-            try { process.kill(s.pid, 'SIGCONT'); } catch { /* killed meanwhile */ }
-          } else {
-            await call(s.port, 'POST', `/block/${f.durationMs}`, 2_000);
-            await sleep(f.durationMs);
+        await this.#frozenDuring(slot, s.pid, undefined, () => h.fault(f.fault, `w${slot} pid ${s.pid} ${f.durationMs}ms`), async () => {
+          try {
+            if (f.fault === 'stop-worker') {
+              process.kill(s.pid, 'SIGSTOP');
+              await sleep(f.durationMs);
+              try { process.kill(s.pid, 'SIGCONT'); } catch { /* killed meanwhile */ }
+            } else {
+              await call(s.port, 'POST', `/block/${f.durationMs}`, 2_000);
+              await sleep(f.durationMs);
+            }
+          } catch {
+            // the worker died meanwhile
           }
-        } catch {
-          // the worker died meanwhile
-        } finally {
-          this.#frozen.delete(slot);
-          op.end = now();
-          resume(now());
-        }
+        });
         return;
       }
       case 'stall-redis': {
@@ -177,17 +190,7 @@ export class Nemesis {
         const s = this.ctx.slots()[slot];
         if (p === undefined || p.stalled || s === undefined || this.#frozen.has(slot)) { h.fault(f.fault, `w${slot}`, 'already stalled or frozen, or not running'); return; }
         // A stalled worker can read nothing either: it is "frozen" for the gap obligations.
-        const gaps = (await this.#stats(slot))?.gaps;
-        let resume!: (t: number) => void;
-        this.#frozen.set(slot, { pid: s.pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }) });
-        const op = h.fault(f.fault, `w${slot} ${f.durationMs}ms`);
-        try {
-          await p.stall(f.durationMs);
-        } finally {
-          this.#frozen.delete(slot);
-          op.end = now();
-          resume(now());
-        }
+        await this.#frozenDuring(slot, s.pid, undefined, () => h.fault(f.fault, `w${slot} ${f.durationMs}ms`), () => p.stall(f.durationMs));
         return;
       }
       case 'stop-hub': {
@@ -198,19 +201,14 @@ export class Nemesis {
         const hs = this.ctx.hub.slot;
         const s = this.ctx.slots()[hs];
         if (pid === undefined || s === undefined || this.#frozen.has(hs)) { h.fault(f.fault, '', 'hub or its worker not running, or worker already frozen'); return; }
-        const gaps = (await this.#stats(hs))?.gaps;
-        let resume!: (t: number) => void;
-        this.#frozen.set(hs, { pid: s.pid, added: await this.#entriesAdded(), gaps, resumed: new Promise((r) => { resume = r; }), caches: [0] });
-        const op = h.fault(f.fault, `hub pid ${pid} (feeds w${hs}) ${f.durationMs}ms`);
-        try {
+        await this.#frozenDuring(hs, s.pid, [0], () => h.fault(f.fault, `hub pid ${pid} (feeds w${hs}) ${f.durationMs}ms`), async () => {
           process.kill(pid, 'SIGSTOP');
-          await sleep(f.durationMs);
-        } finally {
-          try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
-          this.#frozen.delete(hs);
-          op.end = now();
-          resume(now());
-        }
+          try {
+            await sleep(f.durationMs);
+          } finally {
+            try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+          }
+        });
         return;
       }
       case 'clock-jump': {
