@@ -18,7 +18,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Cluster, Redis } from 'ioredis';
 import { busKeys } from '../bus/keys.js';
-import { StreamReader, type ReaderHandlers } from '../bus/reader.js';
+import { defaultProofEveryMs, StreamReader, type ReaderHandlers } from '../bus/reader.js';
 import { startRelayHub } from '../bus/relay/hub.js';
 import { encode } from '../bus/wire.js';
 import { RelayClient } from '../worker-runtime/relay-client.js';
@@ -121,7 +121,7 @@ async function readerChild(o: ReaderChildOptions): Promise<void> {
   if (o.mode === 'direct') {
     for (let i = 0; i < o.readers; i++) {
       const conn = new Redis(o.redisUrl, { connectionName: `cachebus:${o.namespace}:reader`, maxRetriesPerRequest: null, autoResendUnfulfilledCommands: false });
-      const r = new StreamReader(conn, { stream, origin: 'sim', blockMs, count: 1000, maxEntryBytes: 65_536 }, handlers(i));
+      const r = new StreamReader(conn, { stream, origin: 'sim', blockMs, count: 1000, maxEntryBytes: 65_536, proofEveryMs: defaultProofEveryMs(blockMs) }, handlers(i));
       await r.start();
       closers.push(() => r.close());
     }

@@ -5,7 +5,7 @@ import { closeClient, connect, duplicateForBlocking, type RedisClient, type Redi
 import { ConnectionError } from './errors.js';
 import { busKeys, wakeChannel, type BusKeys } from './keys.js';
 import { Publisher } from './publisher.js';
-import { StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
+import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
 import type { Invalidation } from './wire.js';
 import { WakeHints, type WakeHandlers } from './wake.js';
 
@@ -94,6 +94,7 @@ export class Bus {
           count: opts.readCount,
           secret: opts.secret,
           maxEntryBytes: opts.maxEntryBytes,
+          proofEveryMs: defaultProofEveryMs(opts.blockMs),
         },
         handlers,
       );

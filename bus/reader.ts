@@ -31,6 +31,11 @@ export interface ReaderOptions {
   readonly count: number;
   readonly secret?: string | Buffer | undefined;
   readonly maxEntryBytes: number;
+  /**
+   * A read is a proving read (the stream-info script first) once the last proof is this old (ms);
+   * the reads in between are plain XREADs. 0: every read proves.
+   */
+  readonly proofEveryMs: number;
 }
 
 interface StreamInfo {
@@ -59,6 +64,11 @@ function peekFields(fields: unknown): { o: string | undefined; p: string | undef
   return { o: typeof o === 'string' ? o : undefined, p: chained ? p as string : undefined, e: chained ? e as string : undefined };
 }
 
+/** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
+export function defaultProofEveryMs(blockMs: number): number {
+  return Math.max(1, Math.min(250, Math.floor(blockMs / 4)));
+}
+
 /** A Redis command that did not answer in time (a stalled connection). */
 class StalledError extends Error {}
 
@@ -73,13 +83,21 @@ class StalledError extends Error {}
  * re-created stream, or a failover that lost entries is thus caught before anything after
  * the hole is applied, whenever it happened.
  *
- * **Before each read**, pipelined in the same write as the XREAD (no extra round trip), a Lua
- * script reports the stream's counters, epoch and chain head. They catch what has no later
- * chained entry to show it: the stream gone or re-created, a deleted chained entry the cursor
- * already passed, and (for entries of foreign publishers, which carry no chain fields) the
- * count of entries deleted: `entries-added - length` greater than the entries up to the
- * cursor means one was deleted unread. **After a read** that returned everything, the cursor
- * must have reached the stream end the script saw; if not, an entry was deleted unread.
+ * **Proving reads.** A read that is to prove the reader caught up (I3) carries, pipelined in
+ * the same write (no extra round trip), a Lua script that reports the stream's counters, epoch
+ * and chain head. They catch what has no later chained entry to show it: the stream gone or
+ * re-created, a deleted chained entry the cursor already passed, and (for entries of foreign
+ * publishers, which carry no chain fields) the count of entries deleted: `entries-added -
+ * length` greater than the entries up to the cursor means one was deleted unread. After a
+ * proving read that returned everything, the cursor must have reached the stream end the
+ * script saw; if not, an entry was deleted unread.
+ *
+ * **Plain reads.** While the last proof is younger than `proofEveryMs`, a read is a bare
+ * `XREAD` (what a hand-written stream reader sends): its entries are applied with the
+ * per-entry checks above, but it proves nothing, so the serving deadline does not move; its
+ * `BLOCK` ends when the next proof is due. Under traffic a reader thus runs the script a few
+ * times a second instead of once per entry; the counting checks, which have no per-entry
+ * form, run with every proof, so what they catch is caught before the next proof is claimed.
  *
  * **Proofs are as old as their read.** `onCaughtUp(at)` passes the time the read was *sent*:
  * a reply that sat in a socket while the process was frozen proves nothing newer.
@@ -89,8 +107,8 @@ class StalledError extends Error {}
  * re-syncs; nothing waits forever.
  */
 export class StreamReader {
-  /** @internal Benchmarks only: issue the script and XREAD as two writes, as before issue 15. */
-  static splitWrites = false;
+  /** @internal Benchmarks only: every read a proving read, as before issue 15's second pass. */
+  static proveEveryRead = false;
   readonly #conn: RedisClient;
   readonly #opts: ReaderOptions;
   readonly #h: ReaderHandlers;
@@ -112,6 +130,11 @@ export class StreamReader {
   #wake: (() => void) | undefined;
   /** Rejects every guarded command in flight when the connection closes (ioredis drops them silently). */
   readonly #inFlight = new Set<(err: Error) => void>();
+  /** When the read behind the last proof was sent (performance.now()). */
+  #provedAt = Number.NEGATIVE_INFINITY;
+  /** Reads sent, and how many of them were proving reads (the script before the XREAD). */
+  #reads = 0;
+  #provingReads = 0;
 
   constructor(conn: RedisClient, opts: ReaderOptions, handlers: ReaderHandlers) {
     this.#conn = conn;
@@ -137,12 +160,15 @@ export class StreamReader {
   get counted(): number | undefined { return this.#counted; }
   /** The stream epoch the reader follows. */
   get epoch(): string | undefined { return this.#epoch; }
+  /** Reads sent so far, and how many of them carried the proof script. */
+  get reads(): { readonly total: number; readonly proving: number } { return { total: this.#reads, proving: this.#provingReads }; }
 
   /** Captures the stream's end (before the cache serves), then starts the read loop. */
   async start(): Promise<void> {
     const sentAt = performance.now();
     await this.#sync(true);
     this.#setStatus('ready');
+    this.#provedAt = sentAt;
     this.#h.onCaughtUp(sentAt);
     this.#loop = this.#run();
   }
@@ -298,7 +324,7 @@ export class StreamReader {
   }
 
   async #run(): Promise<void> {
-    const { stream, count, blockMs } = this.#opts;
+    const { stream, count, blockMs, proofEveryMs } = this.#opts;
     let failures = 0;
     let resync = false;
     while (!this.#closed) {
@@ -307,28 +333,40 @@ export class StreamReader {
           await this.#sync(false);
           resync = false;
         }
-        // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
-        // ioredis writes each command to the socket as it is issued: corked, the two leave in one
-        // writev, so Redis reads and runs them in one pass and the kernel carries one segment.
-        const socket = StreamReader.splitWrites || isClusterClient(this.#conn) ? undefined : this.#conn.stream;
-        socket?.cork();
         const sentAt = performance.now();
-        let infoP: Promise<StreamInfo | undefined>, readP: Promise<unknown>;
-        try {
-          infoP = this.#info(true);
-          readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
-        } finally {
-          socket?.uncork();
+        const proving = StreamReader.proveEveryRead || sentAt - this.#provedAt >= proofEveryMs;
+        let info: StreamInfo | undefined;
+        let readP: Promise<unknown>;
+        this.#reads++;
+        if (proving) {
+          this.#provingReads++;
+          // Both commands go out in one write; the script answers at once, XREAD when entries arrive.
+          // ioredis writes each command to the socket as it is issued: corked, the two leave in one
+          // writev, so Redis reads and runs them back to back (the script describes the stream
+          // just before the read) and the kernel carries one segment.
+          const socket = isClusterClient(this.#conn) ? undefined : this.#conn.stream;
+          socket?.cork();
+          let infoP: Promise<StreamInfo | undefined>;
+          try {
+            infoP = this.#info(true);
+            readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+          } finally {
+            socket?.uncork();
+          }
+          readP.catch(() => undefined); // awaited below, unless the script failed first
+          info = await infoP;
+          if (this.#ownerMoved()) {
+            // Counts from another master prove nothing: let the read finish, then re-sync (failover rule).
+            await readP.catch(() => undefined);
+            resync = true;
+            continue;
+          }
+          this.#check(info);
+        } else {
+          // A plain read: it ends by the time the next proof is due (BLOCK 0 would wait forever).
+          const block = Math.min(blockMs, Math.max(1, Math.ceil(this.#provedAt + proofEveryMs - sentAt)));
+          readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', block, 'STREAMS', stream, this.#cursor), block + this.#commandMs);
         }
-        readP.catch(() => undefined); // awaited below, unless the script failed first
-        const info = await infoP;
-        if (this.#ownerMoved()) {
-          // Counts from another master prove nothing: let the read finish, then re-sync (failover rule).
-          await readP.catch(() => undefined);
-          resync = true;
-          continue;
-        }
-        this.#check(info);
         const reply = await readP;
         if (this.#ownerMoved()) { resync = true; continue; } // the reply may come from a new master
         if (this.#closed) break;
@@ -340,12 +378,13 @@ export class StreamReader {
           n = entries.length;
           this.#apply(entries, info);
         }
-        if (n < count) {
+        if (proving && n < count) {
           // This read returned every entry after the cursor: it must have reached the end the
           // script saw just before it. If not, an entry was deleted before it could be read.
           if (info !== undefined && compareStreamIds(info.lastId, this.#cursor) > 0) {
             this.#gap('trimmed', `entries up to ${info.lastId} were deleted before this reader read them (cursor ${this.#cursor})`, info);
           }
+          this.#provedAt = sentAt;
           this.#h.onCaughtUp(sentAt);
         }
       } catch (err) {
