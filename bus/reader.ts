@@ -2,14 +2,14 @@ import { performance } from 'node:perf_hooks';
 import type { Cluster } from 'ioredis';
 import { slotOwner, slotOwnerIdentity } from './cluster.js';
 import { backoff, parseInfo, type RedisClient } from './connection.js';
+import { CommandGuard, StalledError } from './command-guard.js';
 import { BadEntryError, type BadEntryReason } from './errors.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
-import { streamInfoScript } from './lua-stream-info.js';
+import { checkPosition, peekFields, readStreamInfo, type GapCause, type StreamInfo } from './stream-position.js';
 import { decode, type DecodedEntry } from './wire.js';
 import { isClusterClient } from './redis-like.js';
 
-/** Why the reader could not prove it saw every entry since its cursor. */
-export type GapCause = 'trimmed' | 'missing' | 'reset' | 'restart';
+export type { GapCause } from './stream-position.js';
 export type ReaderStatus = 'connecting' | 'ready' | 'reconnecting' | 'closed';
 
 export interface ReaderHandlers {
@@ -38,39 +38,10 @@ export interface ReaderOptions {
   readonly proofEveryMs: number;
 }
 
-interface StreamInfo {
-  readonly length: number;
-  readonly lastId: string;
-  readonly maxDeletedId: string;
-  readonly entriesAdded: number;
-  /** The stream's epoch (bus/lua-append.ts); undefined when nothing chained was ever published. */
-  readonly epoch: string | undefined;
-  /** The last chained entry published (the epoch group's last-delivered-id). */
-  readonly head: string | undefined;
-}
-
-/** The fields a reader needs before decoding: origin and the chain fields (both p and e, or neither). */
-function peekFields(fields: unknown): { o: string | undefined; p: string | undefined; e: string | undefined } {
-  let o: unknown, p: unknown, e: unknown;
-  if (Array.isArray(fields)) {
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name: unknown = fields[i];
-      if (name === 'o') o = fields[i + 1];
-      else if (name === 'p') p = fields[i + 1];
-      else if (name === 'e') e = fields[i + 1];
-    }
-  }
-  const chained = typeof p === 'string' && typeof e === 'string';
-  return { o: typeof o === 'string' ? o : undefined, p: chained ? p as string : undefined, e: chained ? e as string : undefined };
-}
-
 /** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
 export function defaultProofEveryMs(blockMs: number): number {
   return Math.max(1, Math.min(250, Math.floor(blockMs / 4)));
 }
-
-/** A Redis command that did not answer in time (a stalled connection). */
-class StalledError extends Error {}
 
 /**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
@@ -128,8 +99,8 @@ export class StreamReader {
   #closed = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
-  /** Rejects every guarded command in flight when the connection closes (ioredis drops them silently). */
-  readonly #inFlight = new Set<(err: Error) => void>();
+  /** Every command of the reader goes through it: nothing waits forever on a closed or stalled connection. */
+  readonly #guard: CommandGuard;
   /** When the read behind the last proof was sent (performance.now()). */
   #provedAt = Number.NEGATIVE_INFINITY;
   /** Reads sent, and how many of them were proving reads (the script before the XREAD). */
@@ -140,6 +111,7 @@ export class StreamReader {
     this.#conn = conn;
     this.#opts = opts;
     this.#h = handlers;
+    this.#guard = new CommandGuard(conn, 'stream reader');
     conn.on('error', (err: unknown) => {
       if (!this.#closed) this.#h.onError(err);
     });
@@ -149,7 +121,7 @@ export class StreamReader {
       });
     }
     conn.on('close', () => {
-      for (const reject of [...this.#inFlight]) reject(new Error('connection closed'));
+      this.#guard.rejectAll(new Error('connection closed'));
       if (!this.#closed && this.#status === 'ready') this.#setStatus('reconnecting');
     });
   }
@@ -178,7 +150,7 @@ export class StreamReader {
     this.#closed = true;
     this.#wake?.();
     this.#conn.disconnect();
-    for (const reject of [...this.#inFlight]) reject(new Error('reader closed'));
+    this.#guard.rejectAll(new Error('reader closed'));
     this.#setStatus('closed');
     await this.#loop;
   }
@@ -188,27 +160,6 @@ export class StreamReader {
     if (prev === next || prev === 'closed') return;
     this.#status = next;
     this.#h.onStatus(next, prev);
-  }
-
-  /**
-   * Settles with `p`, or rejects when the connection closes or no reply came within `ms`.
-   * Every command of the reader goes through here: with auto-resend off, ioredis drops a
-   * command in flight on reconnect, and a silent partition never answers.
-   */
-  #guard<T>(p: Promise<T>, ms: number): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const arm = (): void => {
-        timer = setTimeout(() => fail(new StalledError(`Redis did not answer the stream reader within ${ms} ms`)), ms);
-      };
-      const done = (): void => { clearTimeout(timer); this.#conn.off('ready', arm); this.#inFlight.delete(fail); };
-      const fail = (err: Error): void => { done(); reject(err); };
-      // The clock starts once the command can be sent: connecting has its own timeout (Bus.open, backoff).
-      if (this.#conn.status === 'ready') arm();
-      else this.#conn.once('ready', arm);
-      this.#inFlight.add(fail);
-      p.then((v) => { done(); resolve(v); }, (err: unknown) => { done(); reject(err); });
-    });
   }
 
   /** How long a non-blocking command may take before the connection counts as stalled. */
@@ -233,7 +184,7 @@ export class StreamReader {
     if (isClusterClient(conn)) {
       if (await this.#syncOwner(conn, initial)) return;
     } else {
-      const runId = parseInfo(await this.#guard(conn.info('server'), this.#commandMs)).get('run_id');
+      const runId = parseInfo(await this.#guard.run(conn.info('server'), this.#commandMs)).get('run_id');
       if (!initial && this.#runId !== undefined && runId !== this.#runId) {
         this.#runId = runId;
         this.#gap('restart', `Redis run_id changed to ${runId}`, await this.#info());
@@ -258,7 +209,7 @@ export class StreamReader {
     for (let i = 0; identity === undefined; i++) {
       await this.#info(); // routes a keyed command first, so ioredis knows the slot's master
       const before = slotOwner(conn, stream);
-      identity = await this.#guard(slotOwnerIdentity(conn, stream), this.#commandMs);
+      identity = await this.#guard.run(slotOwnerIdentity(conn, stream), this.#commandMs);
       if (identity !== undefined && !identity.startsWith(`${before}/`)) identity = undefined; // moved meanwhile
       if (identity === undefined && i >= 2) throw new Error(`no reachable master serves ${stream} yet`);
     }
@@ -277,50 +228,17 @@ export class StreamReader {
     return this.#ownerLost || !owner.startsWith(`${slotOwner(this.#conn as Cluster, this.#opts.stream)}/`);
   }
 
-  /**
-   * The stream as the script sees it. `pipelined`: sent right before an XREAD BLOCK, so no EVAL
-   * fallback (it would run after the read and describe the stream after it): an unknown script
-   * fails the round, and the re-sync (not pipelined) loads it.
-   */
+  /** The stream as the script sees it (`pipelined`: see readStreamInfo). */
   #info(pipelined = false): Promise<StreamInfo | undefined> {
-    return this.#guard(this.#infoUnguarded(pipelined), this.#commandMs);
+    return this.#guard.run(readStreamInfo(this.#conn, this.#opts.stream, pipelined), this.#commandMs);
   }
 
-  async #infoUnguarded(pipelined: boolean): Promise<StreamInfo | undefined> {
-    type Reply = [number, string, string, number, string, string] | null;
-    const keys = [this.#opts.stream];
-    const r = await (pipelined ? streamInfoScript.runLoaded<Reply>(this.#conn, keys, []) : streamInfoScript.run<Reply>(this.#conn, keys, []));
-    if (r === null) return undefined;
-    return {
-      length: Number(r[0]), lastId: String(r[1]), maxDeletedId: String(r[2]), entriesAdded: Number(r[3]),
-      epoch: r[4] ? String(r[4]) : undefined, head: r[5] ? String(r[5]) : undefined,
-    };
-  }
-
-  /** Compares the stream as it was just before a read with what this reader has seen. */
+  /** Compares the stream as the script saw it with what this reader has seen (the counting rules). */
   #check(info: StreamInfo | undefined): void {
-    const cur = this.#cursor;
-    const counted = this.#counted;
-    if (info === undefined) {
-      if (cur !== ZERO_ID || counted !== 0 || this.#epoch !== undefined) this.#gap('missing', `stream is gone (cursor ${cur})`, undefined);
-      return;
-    }
-    const deleted = info.entriesAdded - info.length;
-    if (this.#epoch !== undefined && info.epoch !== this.#epoch) {
-      this.#gap('reset', `stream epoch is ${info.epoch ?? 'gone'}, reader followed ${this.#epoch} (the stream was re-created)`, info);
-    } else if (counted !== undefined && info.entriesAdded < counted) {
-      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${counted}`, info);
-    } else if ((counted !== undefined && deleted > counted) || compareStreamIds(info.maxDeletedId, cur) > 0) {
-      this.#gap('trimmed', `entries after cursor ${cur} were deleted unread`, info);
-    } else if (compareStreamIds(info.lastId, cur) < 0) {
-      this.#gap('reset', `stream end ${info.lastId} is behind cursor ${cur}`, info);
-    } else if (counted !== undefined && info.lastId === cur && info.entriesAdded !== counted) {
-      this.#gap('reset', `stream reports ${info.entriesAdded} entries added, reader counted ${counted}`, info);
-    } else if (info.head !== undefined && info.head !== this.#head && compareStreamIds(info.head, cur) <= 0) {
-      this.#gap('trimmed', `chained entry ${info.head} was deleted before this reader read it (cursor ${cur})`, info);
-    } else if (counted === undefined && info.lastId === cur) {
-      this.#counted = info.entriesAdded; // caught up: counting is exact again
-    }
+    const v = checkPosition({ cursor: this.#cursor, counted: this.#counted, epoch: this.#epoch, head: this.#head }, info);
+    if (v === undefined) return;
+    if (v.gap !== undefined) this.#gap(v.gap, v.detail, info);
+    else this.#counted = v.counted;
   }
 
   async #run(): Promise<void> {
@@ -349,7 +267,7 @@ export class StreamReader {
           let infoP: Promise<StreamInfo | undefined>;
           try {
             infoP = this.#info(true);
-            readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
+            readP = this.#guard.run(this.#conn.xread('COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, this.#cursor), blockMs + this.#commandMs);
           } finally {
             socket?.uncork();
           }
@@ -365,7 +283,7 @@ export class StreamReader {
         } else {
           // A plain read: it ends by the time the next proof is due (BLOCK 0 would wait forever).
           const block = Math.min(blockMs, Math.max(1, Math.ceil(this.#provedAt + proofEveryMs - sentAt)));
-          readP = this.#guard(this.#conn.xread('COUNT', count, 'BLOCK', block, 'STREAMS', stream, this.#cursor), block + this.#commandMs);
+          readP = this.#guard.run(this.#conn.xread('COUNT', count, 'BLOCK', block, 'STREAMS', stream, this.#cursor), block + this.#commandMs);
         }
         const reply = await readP;
         if (this.#ownerMoved()) { resync = true; continue; } // the reply may come from a new master
