@@ -36,6 +36,9 @@ export interface BusOptions {
 /** The reader's handlers, plus where hints go (option `wake: 'pubsub'`). */
 export type BusHandlers = ReaderHandlers & Partial<Pick<WakeHandlers, 'onHint'>>;
 
+/** Option wake: 'pubsub': after a stream read that returned entries, the reader waits this long (ms) before the next one. */
+export const kHintedReadPauseMs = 5;
+
 /** The URL without its password, for messages. */
 export function redactUrl(url: string): string {
   try {
@@ -95,6 +98,8 @@ export class Bus {
           secret: opts.secret,
           maxEntryBytes: opts.maxEntryBytes,
           proofEveryMs: defaultProofEveryMs(opts.blockMs),
+          // With hints, keys drop on the hint: the stream is read in batches, one read per few ms under traffic.
+          readPauseMs: opts.wake === 'pubsub' && handlers.onHint !== undefined ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0,
         },
         handlers,
       );
@@ -141,6 +146,8 @@ export class Bus {
   get cursor(): string | undefined { return this.#reader?.cursor; }
   /** Entries ever added to the stream up to the reader's cursor (undefined without a reader). */
   get counted(): number | undefined { return this.#reader?.counted; }
+  /** Stream reads sent so far, and how many carried the proof script (undefined without a reader). */
+  get reads(): { readonly total: number; readonly proving: number } | undefined { return this.#reader?.reads; }
 
   /** Keys and tags whose publish failed, waiting to be re-published. */
   get backlog(): number { return this.#publisher.backlog; }

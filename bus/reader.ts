@@ -36,6 +36,13 @@ export interface ReaderOptions {
    * the reads in between are plain XREADs. 0: every read proves.
    */
   readonly proofEveryMs: number;
+  /**
+   * After a read that returned entries (and not a full batch), wait this long (ms) before the
+   * next read, so that under traffic one read takes many entries. For readers whose keys are
+   * dropped first by wake-up hints (option `wake: 'pubsub'`): the stream then only confirms,
+   * and a lost hint's drop comes at most this much later. 0 (the default): read again at once.
+   */
+  readonly readPauseMs?: number | undefined;
 }
 
 /** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
@@ -305,19 +312,26 @@ export class StreamReader {
           this.#provedAt = sentAt;
           this.#h.onCaughtUp(sentAt);
         }
+        const pause = this.#opts.readPauseMs ?? 0;
+        if (pause > 0 && n > 0 && n < count && !this.#closed) await this.#sleep(pause);
       } catch (err) {
         if (this.#closed) break;
         this.#h.onError(err);
         this.#setStatus('reconnecting');
         resync = true;
         if (err instanceof StalledError) this.#conn.disconnect(true); // a silent partition: make a new connection
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          setTimeout(resolve, backoff(failures++)).unref();
-        });
-        this.#wake = undefined;
+        await this.#sleep(backoff(failures++));
       }
     }
+  }
+
+  /** Waits `ms`, or less if the reader is closed meanwhile. */
+  async #sleep(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      setTimeout(resolve, ms).unref();
+    });
+    this.#wake = undefined;
   }
 
   /**

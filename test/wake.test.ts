@@ -85,6 +85,29 @@ describe("wake: 'pubsub'", () => {
     await until(async () => { await raw.publish(channel(), hint(['c'])); return !reader.has('c'); }, 5000, 'hints after the reconnect');
   });
 
+  it('with hints, the stream is read in batches under traffic: every entry applied, in far fewer reads than entries', async () => {
+    const reader = await cache({ wake: 'pubsub' });
+    const writer = await cache({ wake: 'pubsub' });
+    const plainReader = await cache(); // 'stream': reads again at once after each entry
+    const n = 100;
+    for (let i = 0; i < n; i++) { await reader.get(`k${i}`, () => 1); await plainReader.get(`k${i}`, () => 1); }
+    const before = { hinted: reader.bus!.reads!.total, plain: plainReader.bus!.reads!.total };
+    const dropped = (c: Cache<number>, key: string): Promise<void> =>
+      new Promise((resolve) => { const on = (d: { key: string }): void => { if (d.key === key) { c.off('drop', on); resolve(); } }; c.on('drop', on); });
+    let last = '';
+    for (let i = 0; i < n; i++) {
+      // One at a time, as the propagation benchmark does: the next once the key has dropped in both readers.
+      const both = Promise.all([dropped(reader, `k${i}`), dropped(plainReader, `k${i}`)]);
+      [last] = await writer.bus!.publish({ keys: [`k${i}`] }) as [string];
+      await both;
+    }
+    await until(() => reader.bus!.cursor === last, 5000, 'every entry read and applied');
+    expect(reader.stats.entriesReceived).toBeGreaterThanOrEqual(n);
+    const reads = { hinted: reader.bus!.reads!.total - before.hinted, plain: plainReader.bus!.reads!.total - before.plain };
+    expect(reads.plain).toBeGreaterThanOrEqual(n); // one read per entry without hints
+    expect(reads.hinted).toBeLessThan(n / 2);
+  });
+
   it('ignores malformed, foreign-version and (with a secret) unsigned hints, and keeps reading the stream', async () => {
     const secret = 'wake-test-secret';
     const reader = await cache({ wake: 'pubsub', secret });
