@@ -6,6 +6,7 @@ import { ConnectionError } from './errors.js';
 import { busKeys, wakeChannel, type BusKeys } from './keys.js';
 import { Publisher } from './publisher.js';
 import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
+import { compareStreamIds, ZERO_ID } from './stream-id.js';
 import type { Invalidation } from './wire.js';
 import { WakeHints, type WakeHandlers } from './wake.js';
 
@@ -69,6 +70,8 @@ export class Bus {
   readonly #reader: StreamReader | undefined;
   readonly #wake: WakeHints | undefined;
   #closing: Promise<void> | undefined;
+  /** The newest entry whose hint arrived (option wake: 'pubsub'). */
+  #lastHint = ZERO_ID;
 
   private constructor(opts: BusOptions, handlers: BusHandlers) {
     this.keys = busKeys(opts.prefix, opts.namespace);
@@ -88,6 +91,7 @@ export class Bus {
       wakeChannel: opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined,
     });
     if (!opts.publishOnly) {
+      const hinting = opts.wake === 'pubsub' && handlers.onHint !== undefined;
       this.#reader = new StreamReader(
         duplicateForBlocking(this.client, `cachebus:${opts.namespace}:reader`),
         {
@@ -99,16 +103,23 @@ export class Bus {
           maxEntryBytes: opts.maxEntryBytes,
           proofEveryMs: defaultProofEveryMs(opts.blockMs),
           // With hints, keys drop on the hint: the stream is read in batches, one read per few ms under traffic.
-          readPauseMs: opts.wake === 'pubsub' && handlers.onHint !== undefined ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0,
+          readPauseMs: hinting ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0,
+          hinted: (id) => compareStreamIds(id, this.#lastHint) <= 0,
         },
         handlers,
       );
       const onHint = handlers.onHint;
-      if (opts.wake === 'pubsub' && onHint !== undefined) {
+      if (hinting && onHint !== undefined) {
         this.#wake = new WakeHints(
           this.client, `cachebus:${opts.namespace}:wake`,
           { channel: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes },
-          { onHint, onError: (err) => handlers.onError(err) },
+          {
+            onHint: (e) => {
+              if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
+              onHint(e);
+            },
+            onError: (err) => handlers.onError(err),
+          },
         );
       }
     }
@@ -146,8 +157,8 @@ export class Bus {
   get cursor(): string | undefined { return this.#reader?.cursor; }
   /** Entries ever added to the stream up to the reader's cursor (undefined without a reader). */
   get counted(): number | undefined { return this.#reader?.counted; }
-  /** Stream reads sent so far, and how many carried the proof script (undefined without a reader). */
-  get reads(): { readonly total: number; readonly proving: number } | undefined { return this.#reader?.reads; }
+  /** Stream reads sent so far, how many carried the proof script, how many were followed by a pause (undefined without a reader). */
+  get reads(): { readonly total: number; readonly proving: number; readonly paused: number } | undefined { return this.#reader?.reads; }
 
   /** Keys and tags whose publish failed, waiting to be re-published. */
   get backlog(): number { return this.#publisher.backlog; }

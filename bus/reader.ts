@@ -41,8 +41,13 @@ export interface ReaderOptions {
    * next read, so that under traffic one read takes many entries. For readers whose keys are
    * dropped first by wake-up hints (option `wake: 'pubsub'`): the stream then only confirms,
    * and a lost hint's drop comes at most this much later. 0 (the default): read again at once.
+   * The pause is taken only when the newest entry read was hinted (`hinted`) or this process's
+   * own: entries that come with no hint (write-behind, the outbox relay, foreign publishers) are
+   * read as soon as they arrive.
    */
   readonly readPauseMs?: number | undefined;
+  /** Whether the drop of entry `id` already arrived as a hint (option `wake: 'pubsub'`). */
+  readonly hinted?: ((id: string) => boolean) | undefined;
 }
 
 /** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
@@ -113,6 +118,8 @@ export class StreamReader {
   /** Reads sent, and how many of them were proving reads (the script before the XREAD). */
   #reads = 0;
   #provingReads = 0;
+  /** Reads followed by a `readPauseMs` pause. */
+  #pauses = 0;
 
   constructor(conn: RedisClient, opts: ReaderOptions, handlers: ReaderHandlers) {
     this.#conn = conn;
@@ -139,8 +146,10 @@ export class StreamReader {
   get counted(): number | undefined { return this.#counted; }
   /** The stream epoch the reader follows. */
   get epoch(): string | undefined { return this.#epoch; }
-  /** Reads sent so far, and how many of them carried the proof script. */
-  get reads(): { readonly total: number; readonly proving: number } { return { total: this.#reads, proving: this.#provingReads }; }
+  /** Reads sent so far, how many of them carried the proof script, and how many were followed by a pause (`readPauseMs`). */
+  get reads(): { readonly total: number; readonly proving: number; readonly paused: number } {
+    return { total: this.#reads, proving: this.#provingReads, paused: this.#pauses };
+  }
 
   /** Captures the stream's end (before the cache serves), then starts the read loop. */
   async start(): Promise<void> {
@@ -298,10 +307,13 @@ export class StreamReader {
         failures = 0;
         this.#setStatus('ready');
         let n = 0;
+        let covered = false; // the newest entry read was hinted, or our own
         if (reply) {
           const entries = (reply as [string, [string, unknown][]][])[0]?.[1] ?? [];
           n = entries.length;
           this.#apply(entries, info);
+          const newest = entries[n - 1];
+          covered = newest !== undefined && (this.#opts.hinted?.(newest[0]) === true || peekFields(newest[1]).o === this.#opts.origin);
         }
         if (proving && n < count) {
           // This read returned every entry after the cursor: it must have reached the end the
@@ -313,7 +325,10 @@ export class StreamReader {
           this.#h.onCaughtUp(sentAt);
         }
         const pause = this.#opts.readPauseMs ?? 0;
-        if (pause > 0 && n > 0 && n < count && !this.#closed) await this.#sleep(pause);
+        if (pause > 0 && covered && n < count && !this.#closed) {
+          this.#pauses++;
+          await this.#sleep(pause);
+        }
       } catch (err) {
         if (this.#closed) break;
         this.#h.onError(err);

@@ -106,6 +106,24 @@ describe("wake: 'pubsub'", () => {
     const reads = { hinted: reader.bus!.reads!.total - before.hinted, plain: plainReader.bus!.reads!.total - before.plain };
     expect(reads.plain).toBeGreaterThanOrEqual(n); // one read per entry without hints
     expect(reads.hinted).toBeLessThan(n / 2);
+    expect(reader.bus!.reads!.paused).toBeGreaterThan(0);
+  });
+
+  it('entries that come with no hint (a publisher in stream mode) are read as they arrive, not after a pause', async () => {
+    const reader = await cache({ wake: 'pubsub' });
+    const writer = await cache(); // 'stream': publishes no hints
+    const n = 50;
+    for (let i = 0; i < n; i++) await reader.get(`k${i}`, () => 1);
+    const before = reader.bus!.reads!;
+    for (let i = 0; i < n; i++) {
+      const dropped = new Promise<void>((resolve) => { const on = (d: { key: string }): void => { if (d.key === `k${i}`) { reader.off('drop', on); resolve(); } }; reader.on('drop', on); });
+      await writer.invalidate(`k${i}`);
+      await dropped;
+    }
+    expect(reader.bus?.wakeStats?.hints).toBe(0);
+    // Read as they arrive, as in 'stream' mode: no read was followed by a pause.
+    expect(reader.bus!.reads!.paused - before.paused).toBe(0);
+    expect(reader.bus!.reads!.total - before.total).toBeGreaterThanOrEqual(n - 1); // the first entry may come with the read in flight
   });
 
   it('ignores malformed, foreign-version and (with a secret) unsigned hints, and keeps reading the stream', async () => {
