@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import { closeClient, connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
@@ -72,6 +73,7 @@ export class Bus {
   #closing: Promise<void> | undefined;
   /** The newest entry whose hint arrived (option wake: 'pubsub'). */
   #lastHint = ZERO_ID;
+  #lastHintAt = Number.NEGATIVE_INFINITY;
 
   private constructor(opts: BusOptions, handlers: BusHandlers) {
     this.keys = busKeys(opts.prefix, opts.namespace);
@@ -92,6 +94,7 @@ export class Bus {
     });
     if (!opts.publishOnly) {
       const hinting = opts.wake === 'pubsub' && handlers.onHint !== undefined;
+      const pause = hinting ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0;
       this.#reader = new StreamReader(
         duplicateForBlocking(this.client, `cachebus:${opts.namespace}:reader`),
         {
@@ -103,8 +106,9 @@ export class Bus {
           maxEntryBytes: opts.maxEntryBytes,
           proofEveryMs: defaultProofEveryMs(opts.blockMs),
           // With hints, keys drop on the hint: the stream is read in batches, one read per few ms under traffic.
-          readPauseMs: hinting ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0,
-          hinted: (id) => compareStreamIds(id, this.#lastHint) <= 0,
+          readPauseMs: pause,
+          // Its hint came, or hints are flowing (the stream reply often comes before its hint).
+          hinted: (id) => compareStreamIds(id, this.#lastHint) <= 0 || performance.now() - this.#lastHintAt < 2 * pause,
         },
         handlers,
       );
@@ -116,6 +120,7 @@ export class Bus {
           {
             onHint: (e) => {
               if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
+              this.#lastHintAt = performance.now();
               onHint(e);
             },
             onError: (err) => handlers.onError(err),

@@ -41,12 +41,12 @@ export interface ReaderOptions {
    * next read, so that under traffic one read takes many entries. For readers whose keys are
    * dropped first by wake-up hints (option `wake: 'pubsub'`): the stream then only confirms,
    * and a lost hint's drop comes at most this much later. 0 (the default): read again at once.
-   * The pause is taken only when the newest entry read was hinted (`hinted`) or this process's
-   * own: entries that come with no hint (write-behind, the outbox relay, foreign publishers) are
-   * read as soon as they arrive.
+   * The pause is taken only when `hinted` says the newest entry read is covered by hints, or it
+   * is this process's own: entries that come with no hint (write-behind, the outbox relay,
+   * foreign publishers) while no hints flow are read as soon as they arrive.
    */
   readonly readPauseMs?: number | undefined;
-  /** Whether the drop of entry `id` already arrived as a hint (option `wake: 'pubsub'`). */
+  /** Whether entry `id` is covered by hints: its hint arrived, or hints are flowing (option `wake: 'pubsub'`). */
   readonly hinted?: ((id: string) => boolean) | undefined;
 }
 
