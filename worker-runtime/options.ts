@@ -81,8 +81,9 @@ export interface CacheOptions<V = unknown> {
    * How invalidations wake the other workers (docs/wake-up.md). `'stream'`: the stream reader
    * alone. `'pubsub'`: publishes also PUBLISH each entry as a hint, and this cache subscribes
    * (one more connection) and drops the hinted keys at once; the stream is still read and
-   * chain-checked entry by entry, so a lost hint only delays the drop to the stream's pace.
-   * Costs Redis CPU and a second wake-up per entry in each reader. @defaultValue `'stream'`
+   * chain-checked entry by entry (in batches while hints flow), so a lost hint only delays the
+   * drop to the stream's pace. Costs a PUBLISH per entry in Redis and one more connection.
+   * @defaultValue `'stream'`
    */
   wake?: 'stream' | 'pubsub' | undefined;
   /**
