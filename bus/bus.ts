@@ -38,7 +38,10 @@ export interface BusOptions {
 /** The reader's handlers, plus where hints go (option `wake: 'pubsub'`). */
 export type BusHandlers = ReaderHandlers & Partial<Pick<WakeHandlers, 'onHint'>>;
 
-/** Option wake: 'pubsub': after a stream read that returned entries, the reader waits this long (ms) before the next one. */
+/**
+ * Option wake: 'pubsub': after a stream read whose newest entry is covered by hints (or its own),
+ * the reader waits this long (ms) before the next one, so that under traffic one read takes a batch.
+ */
 export const kHintedReadPauseMs = 5;
 
 /** The URL without its password, for messages. */

@@ -306,14 +306,15 @@ export class StreamReader {
         if (this.#closed) break;
         failures = 0;
         this.#setStatus('ready');
+        const pause = this.#opts.readPauseMs ?? 0;
         let n = 0;
-        let covered = false; // the newest entry read was hinted, or our own
+        let covered = false; // with a pause: the newest entry read is covered by hints, or our own
         if (reply) {
           const entries = (reply as [string, [string, unknown][]][])[0]?.[1] ?? [];
           n = entries.length;
           this.#apply(entries, info);
           const newest = entries[n - 1];
-          covered = newest !== undefined && (this.#opts.hinted?.(newest[0]) === true || peekFields(newest[1]).o === this.#opts.origin);
+          covered = pause > 0 && newest !== undefined && (this.#opts.hinted?.(newest[0]) === true || peekFields(newest[1]).o === this.#opts.origin);
         }
         if (proving && n < count) {
           // This read returned every entry after the cursor: it must have reached the end the
@@ -324,8 +325,7 @@ export class StreamReader {
           this.#provedAt = sentAt;
           this.#h.onCaughtUp(sentAt);
         }
-        const pause = this.#opts.readPauseMs ?? 0;
-        if (pause > 0 && covered && n < count && !this.#closed) {
+        if (covered && n < count && !this.#closed) {
           this.#pauses++;
           await this.#sleep(pause);
         }
