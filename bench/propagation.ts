@@ -52,8 +52,9 @@ export const propagation: Benchmark = {
     const sliceKeys = (rate: Rate): number => (ctx.smoke ? 40 : rate === 'serial' ? 150 : rate <= 100 ? 150 : 5000);
     const bento = await bentoAvailable();
     const only = list('PROPAGATION_SYSTEMS');
-    // 'cachebus-every' (every read a proving read, the reader before plain reads) is measured only when named; 'cachebus-pubsub'
-    // (option wake: 'pubsub') always, beside the default, so the choice of default rests on one run.
+    // 'cachebus-every' (every read a proving read: the reader before plain reads) is measured only
+    // when named; 'cachebus-pubsub' (option wake: 'pubsub') always, beside the default, so the
+    // choice of default rests on one run.
     const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', ...(bento ? ['bentocache' as const] : [])] as System[])
       .filter((s) => (only === undefined ? s !== 'cachebus-every' : only.includes(s)));
     const prefix = randomPrefix();
