@@ -6,7 +6,7 @@ import { createCache, type Cache } from '../worker-runtime/index.js';
 import { WorkerProc } from './helpers/procs.js';
 import { randomPrefix } from './helpers/redis.js';
 import { TestCluster } from './helpers/redis-cluster.js';
-import { waitForEvent } from './helpers/wait.js';
+import { until, waitForEvent } from './helpers/wait.js';
 
 // Redis Cluster, 3 masters, started by this file on free loopback ports.
 const unsupported = TestCluster.unsupported();
@@ -51,6 +51,27 @@ describe.skipIf(unsupported !== undefined)('Redis Cluster (3 masters)', () => {
     await a.invalidate('k');
     await got;
     expect(b.peek('k')).toBeUndefined();
+    expect(b.stats.gaps).toEqual({ trimmed: 0, missing: 0, reset: 0, restart: 0 });
+  });
+
+  it("wake: 'pubsub' on a Cluster: hints arrive over the cluster's pub/sub, and the stream entry is still read and applied", async () => {
+    const a = await open('hinted', { wake: 'pubsub' });
+    const b = await open('hinted', { wake: 'pubsub' });
+    // Subscribed: a hint only counts once the subscription is live, so retry a fresh key until one arrives.
+    for (let i = 0; b.bus?.wakeStats?.hints === 0; i++) {
+      if (i >= 50) throw new Error('no hint arrived on the Cluster');
+      await b.get(`warm${i}`, () => 1);
+      const got = waitForEvent(b, 'received');
+      await a.invalidate(`warm${i}`);
+      await got;
+    }
+    const hints = b.bus!.wakeStats!.hints;
+    await b.get('k', () => 1);
+    const received = waitForEvent<{ id: string }>(b, 'received');
+    const [published] = await Promise.all([waitForEvent<{ ids: string[] }>(a, 'published'), a.invalidate('k')]);
+    expect((await received).id).toBe(published.ids[0]);
+    expect(b.peek('k')).toBeUndefined();
+    await until(() => b.bus!.wakeStats!.hints > hints, 5000, "k's hint (it may come after the stream entry)");
     expect(b.stats.gaps).toEqual({ trimmed: 0, missing: 0, reset: 0, restart: 0 });
   });
 
