@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../bus/errors.js';
+import { indexKey, unindexKey, type InverseIndex } from './inverse-index.js';
 
 /**
  * A rule of the static dependency graph: the keys matching `target` are derived from the keys
@@ -79,7 +80,7 @@ export class DependencyGraph {
   /** key -> the keys it was derived from (per-entry edges). */
   readonly #sources = new Map<string, readonly string[]>();
   /** source key -> the keys derived from it. */
-  readonly #dependents = new Map<string, Set<string>>();
+  readonly #dependents: InverseIndex = new Map();
   readonly #rules: CompiledRule[] = [];
   /** Calls of a rule's `via` that threw (the rule is skipped for that key; the rest still drops). */
   ruleErrors = 0;
@@ -133,12 +134,7 @@ export class DependencyGraph {
     const before = this.#sources.get(key);
     const all = before === undefined ? [...new Set(sources)] : [...new Set([...before, ...sources])];
     this.#sources.set(key, all);
-    for (const s of all) {
-      if (s === key) continue;
-      let set = this.#dependents.get(s);
-      if (set === undefined) this.#dependents.set(s, (set = new Set()));
-      set.add(key);
-    }
+    indexKey(this.#dependents, key, all.filter((s) => s !== key)); // no self-edge
   }
 
   /** Forgets the per-entry edges of `key` (it was dropped, evicted or replaced). */
@@ -146,10 +142,7 @@ export class DependencyGraph {
     const sources = this.#sources.get(key);
     if (sources === undefined) return;
     this.#sources.delete(key);
-    for (const s of sources) {
-      const set = this.#dependents.get(s);
-      if (set !== undefined && set.delete(key) && set.size === 0) this.#dependents.delete(s);
-    }
+    unindexKey(this.#dependents, key, sources);
   }
 
   /** What `key` was recorded as derived from (per-entry edges only). */

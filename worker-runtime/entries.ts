@@ -3,6 +3,7 @@ import { InvalidValueError, LoadTimeoutError } from '../bus/errors.js';
 import type { DependencyGraph } from './dependencies.js';
 import type { CacheEvents, CacheStats, ClearCause, DropReason } from './events.js';
 import { durationMs } from './options.js';
+import { indexKey, unindexKey, type InverseIndex } from './inverse-index.js';
 import type { EvictReason, LocalStore } from './policies/types.js';
 import type { Cacheable, EntryOptions, Loader } from './types.js';
 
@@ -34,7 +35,7 @@ export interface EntriesHost {
 /** The entries, tags, dependency edges and loads in flight of one cache. */
 export class LocalEntries<V extends Cacheable> {
   readonly flights = new Map<string, Flight<V>>();
-  readonly #tagKeys = new Map<string, Set<string>>();
+  readonly #tagKeys: InverseIndex = new Map();
   readonly #keyTags = new Map<string, readonly string[]>();
   readonly #deps: DependencyGraph;
   readonly #host: EntriesHost;
@@ -124,11 +125,7 @@ export class LocalEntries<V extends Cacheable> {
     const tags = options?.tags;
     if (ok && tags !== undefined && tags.length > 0) {
       this.#keyTags.set(key, tags);
-      for (const t of tags) {
-        let set = this.#tagKeys.get(t);
-        if (set === undefined) this.#tagKeys.set(t, (set = new Set()));
-        set.add(key);
-      }
+      indexKey(this.#tagKeys, key, tags);
     }
   }
 
@@ -136,10 +133,7 @@ export class LocalEntries<V extends Cacheable> {
     const tags = this.#keyTags.get(key);
     if (tags === undefined) return;
     this.#keyTags.delete(key);
-    for (const t of tags) {
-      const set = this.#tagKeys.get(t);
-      if (set !== undefined && set.delete(key) && set.size === 0) this.#tagKeys.delete(t);
-    }
+    unindexKey(this.#tagKeys, key, tags);
   }
 
   /** Marks the key's load in flight (if any) as overtaken: its result will not be stored. */
