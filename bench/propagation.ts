@@ -53,9 +53,9 @@ export const propagation: Benchmark = {
     const bento = await bentoAvailable();
     const only = list('PROPAGATION_SYSTEMS');
     // 'cachebus-every' (every read a proving read: the reader before plain reads) is measured only
-    // when named; 'cachebus-pubsub' (option wake: 'pubsub') always, beside the default, so the
-    // choice of default rests on one run.
-    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', ...(bento ? ['bentocache' as const] : [])] as System[])
+    // when named; 'cachebus-pubsub' and 'cachebus-host' (options wake: 'pubsub' and 'host')
+    // always, beside the default, so the choice of default rests on one run.
+    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', ...(bento ? ['bentocache' as const] : [])] as System[])
       .filter((s) => (only === undefined ? s !== 'cachebus-every' : only.includes(s)));
     const prefix = randomPrefix();
     const nodes = await BusNodes.start(Math.max(...readerCounts), ctx.redisUrl, prefix);
@@ -115,10 +115,11 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', what('reader CPU per key'), 'µs', cb.readerCpuPerKey, 'BentoCache', bc.readerCpuPerKey));
               rows.push(row('propagation', what('Redis CPU per key'), 'µs', cb.redisCpuPerKey, 'BentoCache', bc.redisCpuPerKey));
             }
-            const ps = res.get('cachebus-pubsub');
-            if (ps) {
-              // The option, against the same targets, and against the default (the hint must win every row to become it).
-              const opt = (stat: string): string => `${what(stat)}, wake: 'pubsub'${ps.lost ? `, ${ps.lost} LOST` : ''}`;
+            for (const [system, mode] of [['cachebus-pubsub', 'pubsub'], ['cachebus-host', 'host']] as const) {
+              const ps = res.get(system);
+              if (!ps) continue;
+              // The option, against the same targets, and against the default (it must win every row to become it).
+              const opt = (stat: string): string => `${what(stat)}, wake: '${mode}'${ps.lost ? `, ${ps.lost} LOST` : ''}`;
               rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'XADD→XREAD', xadd.p50, { ratioMax: 1.3 }));
               if (bc) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'BentoCache', bc.p50, { ratioMax: 0.7 }));
               rows.push(row('propagation', opt('p99'), 'µs', ps.p99, 'XADD→XREAD', xadd.p99, { ratioMax: 1.5 }));

@@ -4,11 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import { closeClient, connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
 import { ConnectionError } from './errors.js';
-import { busKeys, wakeChannel, type BusKeys } from './keys.js';
+import { HostWake } from './host-wake.js';
+import { busKeys, peerRegistry, wakeChannel, type BusKeys } from './keys.js';
 import { Publisher } from './publisher.js';
 import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
-import type { Invalidation } from './wire.js';
+import type { DecodedEntry, Invalidation } from './wire.js';
 import { WakeHints, type WakeHandlers } from './wake.js';
 
 export interface BusOptions {
@@ -30,19 +31,27 @@ export interface BusOptions {
   /**
    * `'pubsub'`: publish a wake-up hint beside each stream entry, and (with a reader and an
    * `onHint` handler) subscribe to them, to drop keys before the stream entry is read
-   * (bus/wake.ts). The stream stays the source of truth. @defaultValue 'stream'
+   * (bus/wake.ts). `'host'`: send each entry straight to the caches of this host, one loopback
+   * UDP datagram per peer, and (with a reader and an `onHint` handler) take theirs
+   * (bus/host-wake.ts). The stream stays the source of truth. @defaultValue 'stream'
    */
-  readonly wake?: 'stream' | 'pubsub' | undefined;
+  readonly wake?: 'stream' | 'pubsub' | 'host' | undefined;
 }
 
-/** The reader's handlers, plus where hints go (option `wake: 'pubsub'`). */
+/** The reader's handlers, plus where hints go (option `wake: 'pubsub'` or `'host'`). */
 export type BusHandlers = ReaderHandlers & Partial<Pick<WakeHandlers, 'onHint'>>;
 
 /**
- * Option wake: 'pubsub': after a stream read whose newest entry is covered by hints (or its own),
+ * Options wake: 'pubsub' and 'host': after a stream read whose newest entry is covered by hints (or its own),
  * the reader waits this long (ms) before the next one, so that under traffic one read takes a batch.
  */
 export const kHintedReadPauseMs = 5;
+
+/**
+ * Options wake: 'pubsub' and 'host': hints count as flowing for this long (ms) after the last one
+ * arrived or this cache last published; meanwhile the reader only sends its proving reads.
+ */
+export const kHintFlowMs = 1000;
 
 /** The URL without its password, for messages. */
 export function redactUrl(url: string): string {
@@ -73,10 +82,14 @@ export class Bus {
   readonly #publisher: Publisher;
   readonly #reader: StreamReader | undefined;
   readonly #wake: WakeHints | undefined;
+  readonly #hostWake: HostWake | undefined;
   #closing: Promise<void> | undefined;
-  /** The newest entry whose hint arrived (option wake: 'pubsub'). */
+  /** The newest entry whose hint arrived (option wake: 'pubsub'; a datagram of wake: 'host' names no ID). */
   #lastHint = ZERO_ID;
   #lastHintAt = Number.NEGATIVE_INFINITY;
+  /** When this cache last published (options wake: 'pubsub' and 'host': its own entries need no prompt read). */
+  #lastOwnAt = Number.NEGATIVE_INFINITY;
+  readonly #hinting: boolean;
 
   private constructor(opts: BusOptions, handlers: BusHandlers) {
     this.keys = busKeys(opts.prefix, opts.namespace);
@@ -85,6 +98,23 @@ export class Bus {
     this.client = conn.client;
     this.#owned = conn.owned;
     if (this.#owned) this.client.on('error', (err: unknown) => handlers.onError(err));
+    const onHint = handlers.onHint;
+    const hinting = !opts.publishOnly && opts.wake !== undefined && opts.wake !== 'stream' && onHint !== undefined;
+    this.#hinting = hinting;
+    const hinted = (e: DecodedEntry): void => {
+      if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
+      this.#lastHintAt = performance.now();
+      onHint?.(e);
+    };
+    if (opts.wake === 'host') {
+      // Sends even without a reader (a relay-mode cache publishes too); listens only with one.
+      this.#hostWake = new HostWake(
+        this.client,
+        { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes, receive: hinting },
+        { onHint: hinted, onError: (err) => handlers.onError(err) },
+      );
+    }
+    const hostWake = this.#hostWake;
     this.#publisher = new Publisher(this.client, {
       stream: this.keys.stream,
       origin: this.origin,
@@ -94,9 +124,9 @@ export class Bus {
       streamMaxAgeMs: opts.streamMaxAgeMs,
       onBacklog: opts.onBacklog,
       wakeChannel: opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined,
+      onEntries: hostWake === undefined ? undefined : (entries) => hostWake.send(entries),
     });
     if (!opts.publishOnly) {
-      const hinting = opts.wake === 'pubsub' && handlers.onHint !== undefined;
       const pause = hinting ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0;
       this.#reader = new StreamReader(
         duplicateForBlocking(this.client, `cachebus:${opts.namespace}:reader`),
@@ -112,22 +142,15 @@ export class Bus {
           readPauseMs: pause,
           // Its hint came, or hints are flowing (the stream reply often comes before its hint).
           hinted: (id) => compareStreamIds(id, this.#lastHint) <= 0 || performance.now() - this.#lastHintAt < 2 * pause,
+          hintsFlowing: hinting ? () => performance.now() - Math.max(this.#lastHintAt, this.#lastOwnAt) < kHintFlowMs : undefined,
         },
         handlers,
       );
-      const onHint = handlers.onHint;
-      if (hinting && onHint !== undefined) {
+      if (hinting && opts.wake === 'pubsub') {
         this.#wake = new WakeHints(
           this.client, `cachebus:${opts.namespace}:wake`,
           { channel: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes },
-          {
-            onHint: (e) => {
-              if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
-              this.#lastHintAt = performance.now();
-              onHint(e);
-            },
-            onError: (err) => handlers.onError(err),
-          },
+          { onHint: hinted, onError: (err) => handlers.onError(err) },
         );
       }
     }
@@ -148,7 +171,7 @@ export class Bus {
       }, timeoutMs);
     });
     try {
-      await Promise.race([Promise.all([bus.#reader ? bus.#reader.start() : bus.client.ping(), bus.#wake?.start()]), timeout]);
+      await Promise.race([Promise.all([bus.#reader ? bus.#reader.start() : bus.client.ping(), bus.#wake?.start(), bus.#hostWake?.start()]), timeout]);
     } catch (err) {
       await bus.close();
       throw err instanceof ConnectionError ? err : new ConnectionError(`cannot open the bus: ${(err as Error).message}`, { cause: err });
@@ -160,6 +183,8 @@ export class Bus {
 
   /** Counters of the wake-up hints (undefined unless option `wake: 'pubsub'` subscribed). */
   get wakeStats(): WakeHints['stats'] | undefined { return this.#wake?.stats; }
+  /** Counters of the same-host datagrams (undefined unless option `wake: 'host'`). */
+  get hostWakeStats(): HostWake['stats'] | undefined { return this.#hostWake?.stats; }
 
   get status(): ReaderStatus { return this.#reader?.status ?? 'ready'; }
   get cursor(): string | undefined { return this.#reader?.cursor; }
@@ -172,6 +197,7 @@ export class Bus {
   get backlog(): number { return this.#publisher.backlog; }
 
   publish(inv: Partial<Invalidation>): Promise<string[]> {
+    if (this.#hinting) this.#lastOwnAt = performance.now();
     return this.#publisher.publish(inv);
   }
 
@@ -186,6 +212,7 @@ export class Bus {
       await this.#publisher.flushed();
       this.#publisher.close();
       this.#wake?.close();
+      await this.#hostWake?.close();
       await this.#reader?.close();
       if (this.#owned) await closeClient(this.client);
     })();

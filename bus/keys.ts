@@ -35,6 +35,11 @@ export function wakeChannel(keys: BusKeys): string {
   return `${keys.base}:wake`;
 }
 
+/** The registry of caches that take same-host wake-up datagrams (option `wake: 'host'`, bus/host-wake.ts). */
+export function peerRegistry(keys: BusKeys): string {
+  return `${keys.base}:peers`;
+}
+
 /** Keys of one write-behind entity (docs/write-behind.md). `entity` is a validated SQL identifier. */
 export interface WriteBehindKeys {
   /** Hash id → `<version>:<row json>`: the pending rows (the overlay readers see first). */

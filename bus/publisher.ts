@@ -23,6 +23,11 @@ export interface PublisherOptions {
   readonly onBacklog?: ((pending: boolean) => void) | undefined;
   /** When set, each entry is also PUBLISHed on this channel as a wake-up hint (bus/lua-publish-wake.ts). */
   readonly wakeChannel?: string | undefined;
+  /**
+   * Called with the entries (their XADD fields) of each publish, as its script is sent (option
+   * `wake: 'host'`: the datagrams to same-host peers, bus/host-wake.ts). Must not throw.
+   */
+  readonly onEntries?: ((entries: readonly (readonly string[])[]) => void) | undefined;
 }
 
 interface Batch {
@@ -141,6 +146,7 @@ export class Publisher {
     const owed = sizeOf(backlog);
     this.#owed += owed;
     const args = appendArgs(entries, trim);
+    o.onEntries?.(entries);
     const sent = o.wakeChannel === undefined
       ? publishScript.run<string[]>(this.#client, [o.stream], args)
       : publishWakeScript.run<string[]>(this.#client, [o.stream], [o.wakeChannel, ...args]);

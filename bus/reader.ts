@@ -3,57 +3,15 @@ import type { Cluster } from 'ioredis';
 import { slotOwner, slotOwnerIdentity } from './cluster.js';
 import { backoff, parseInfo, type RedisClient } from './connection.js';
 import { CommandGuard, StalledError } from './command-guard.js';
-import { BadEntryError, type BadEntryReason } from './errors.js';
+import { BadEntryError } from './errors.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
 import { checkPosition, peekFields, readStreamInfo, type GapCause, type StreamInfo } from './stream-position.js';
 import { decode, type DecodedEntry } from './wire.js';
 import { isClusterClient } from './redis-like.js';
+import type { ReaderHandlers, ReaderOptions, ReaderStatus } from './reader-options.js';
 
 export type { GapCause } from './stream-position.js';
-export type ReaderStatus = 'connecting' | 'ready' | 'reconnecting' | 'closed';
-
-export interface ReaderHandlers {
-  /** A decoded entry from another origin. Must not throw; exceptions are reported as errors. */
-  onEntry(entry: DecodedEntry): void;
-  /** Called (synchronously, before any later entry is handed over) when a gap is detected. */
-  onGap(cause: GapCause, detail: string): void;
-  onBadEntry(reason: BadEntryReason, id: string, message: string): void;
-  onStatus(status: ReaderStatus, previous: ReaderStatus): void;
-  /** The reader has read everything that was in the stream at `at` (performance.now()). */
-  onCaughtUp(at: number): void;
-  onError(err: unknown): void;
-}
-
-export interface ReaderOptions {
-  readonly stream: string;
-  readonly origin: string;
-  readonly blockMs: number;
-  readonly count: number;
-  readonly secret?: string | Buffer | undefined;
-  readonly maxEntryBytes: number;
-  /**
-   * A read is a proving read (the stream-info script first) once the last proof is this old (ms);
-   * the reads in between are plain XREADs. 0: every read proves.
-   */
-  readonly proofEveryMs: number;
-  /**
-   * After a read that returned entries (and not a full batch), wait this long (ms) before the
-   * next read, so that under traffic one read takes many entries. For readers whose keys are
-   * dropped first by wake-up hints (option `wake: 'pubsub'`): the stream then only confirms,
-   * and a lost hint's drop comes at most this much later. 0 (the default): read again at once.
-   * The pause is taken only when `hinted` says the newest entry read is covered by hints, or it
-   * is this process's own: entries that come with no hint (write-behind, the outbox relay,
-   * foreign publishers) while no hints flow are read as soon as they arrive.
-   */
-  readonly readPauseMs?: number | undefined;
-  /** Whether entry `id` is covered by hints: its hint arrived, or hints are flowing (option `wake: 'pubsub'`). */
-  readonly hinted?: ((id: string) => boolean) | undefined;
-}
-
-/** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
-export function defaultProofEveryMs(blockMs: number): number {
-  return Math.max(1, Math.min(250, Math.floor(blockMs / 4)));
-}
+export { defaultProofEveryMs, type ReaderHandlers, type ReaderOptions, type ReaderStatus } from './reader-options.js';
 
 /**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
@@ -267,8 +225,14 @@ export class StreamReader {
           await this.#sync(false);
           resync = false;
         }
-        const sentAt = performance.now();
-        const proving = StreamReader.proveEveryRead || sentAt - this.#provedAt >= proofEveryMs;
+        let sentAt = performance.now();
+        let proving = StreamReader.proveEveryRead || sentAt - this.#provedAt >= proofEveryMs;
+        if (!proving && this.#opts.hintsFlowing?.() === true) {
+          await this.#sleep(this.#provedAt + proofEveryMs - sentAt); // the hints drop the keys meanwhile
+          if (this.#closed) break;
+          sentAt = performance.now();
+          proving = true;
+        }
         let info: StreamInfo | undefined;
         let readP: Promise<unknown>;
         this.#reads++;

@@ -83,9 +83,14 @@ export interface CacheOptions<V = unknown> {
    * (one more connection) and drops the hinted keys at once; the stream is still read and
    * chain-checked entry by entry (in batches while hints flow), so a lost hint only delays the
    * drop to the stream's pace. Costs a PUBLISH per entry in Redis and one more connection.
+   * `'host'`: publishes also send each entry straight to the other caches of the namespace on
+   * this host, one loopback UDP datagram each (one hop, where pub/sub takes two), and this cache
+   * listens on an ephemeral 127.0.0.1 port; peers find each other through a registry in Redis,
+   * re-read every second. Caches on other hosts get the stream only. As with `'pubsub'`, the
+   * stream stays the source of truth.
    * @defaultValue `'stream'`
    */
-  wake?: 'stream' | 'pubsub' | undefined;
+  wake?: 'stream' | 'pubsub' | 'host' | undefined;
   /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
@@ -207,8 +212,8 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
     throw new InvalidOptionError('options.blockMs must be at most half of options.maxStaleMs');
   }
   if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub') {
-    throw new InvalidOptionError(`options.wake must be 'stream' or 'pubsub' (got ${String(o.wake)})`);
+  if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub' && o.wake !== 'host') {
+    throw new InvalidOptionError(`options.wake must be 'stream', 'pubsub' or 'host' (got ${String(o.wake)})`);
   }
   if (!RELAY_MODES.includes(o.relay)) {
     throw new InvalidOptionError(`options.relay must be 'auto', 'ipc', 'broadcast' or false (got ${String(o.relay)})`);

@@ -1,0 +1,173 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { hostname } from 'node:os';
+import type { RedisClient } from './connection.js';
+import { LUA_NOW, Script } from './script.js';
+import { decode, type DecodedEntry } from './wire.js';
+import type { WakeHandlers, WakeStats } from './wake.js';
+
+/** Each cache re-registers (and re-reads the peer list) this often (ms). */
+export const kPeerBeatMs = 1000;
+/** A peer that has not re-registered for this long (Redis time, ms) is dropped from the registry. */
+export const kPeerTtlMs = 5000;
+/** The largest datagram sent; an entry whose datagram would be larger comes with the stream only. */
+export const kMaxDatagramBytes = 60_000;
+const kLoopback = '127.0.0.1';
+
+/** Counters of the same-host wake-up (plain numbers). */
+export interface HostWakeStats extends WakeStats {
+  /** Datagrams sent (one per entry and peer). */
+  sent: number;
+  /** Peers on this host that the last registry read listed (this cache excluded). */
+  peers: number;
+}
+
+export interface HostWakeOptions {
+  /** The namespace's peer registry, a sorted set (busKeys().base + ':peers'). */
+  readonly registry: string;
+  /** Carried in every datagram: a datagram of another namespace (a reused port) is ignored. */
+  readonly tag: string;
+  readonly origin: string;
+  readonly secret?: string | Buffer | undefined;
+  readonly maxEntryBytes: number;
+  /** Listen for peers' datagrams (false: a cache that only publishes, such as one whose host relay reads). */
+  readonly receive: boolean;
+}
+
+/**
+ * The peer registry: registers this cache (`<port>|<origin>`, scored with Redis's clock, so
+ * that hosts with skewed clocks do not expire each other), drops peers that stopped beating,
+ * and returns the live members.
+ */
+const peersScript = new Script('host-peers', 1, String.raw`--[[
+  host-peers: register (ARGV[1], unless '') and list the live peers.
+  Input:
+    KEYS[1] the peer registry (sorted set; member "<port>|<origin>", score: last beat, Redis ms)
+    ARGV[1] this cache's member, or '' (a cache that only sends)
+    ARGV[2] ttl, ms
+  Output:
+    the members that beat within ttl
+]]
+${LUA_NOW}
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl * 2)
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)`);
+
+/**
+ * Option `wake: 'host'` (docs/wake-up.md): workers on one host tell each other of an
+ * invalidation directly, one loopback UDP datagram per peer, sent as the publish script goes
+ * to Redis. A datagram is one hop where Redis pub/sub is two (publisher → Redis → subscriber),
+ * so the keys drop in a same-host peer before Redis has even answered the publisher.
+ *
+ * **The stream stays the source of truth**, as with `'pubsub'` hints (bus/wake.ts): a
+ * datagram is only an extra, early drop; every entry is still read, chain-checked and applied
+ * from the stream. A lost datagram (a peer that joined less than a beat ago, a full socket
+ * buffer, a peer on another host) only means the drop comes with the stream. Datagrams are
+ * decoded as entries are (size bound, version, HMAC when `secret` is set): a forged one is
+ * ignored, and the worst a valid-looking one can do is drop keys.
+ *
+ * Peers find each other through a registry in Redis (one sorted set per namespace): each cache
+ * re-registers every second and reads the list back; peers whose origin names another host are
+ * skipped (their 127.0.0.1 is not ours). Nothing is sent beyond 127.0.0.1.
+ */
+export class HostWake {
+  readonly stats: HostWakeStats = { hints: 0, ignored: 0, sent: 0, peers: 0 };
+  readonly #client: RedisClient;
+  readonly #opts: HostWakeOptions;
+  readonly #h: WakeHandlers;
+  readonly #socket: Socket;
+  readonly #host = `${hostname()}:`;
+  #ports: number[] = [];
+  #member = '';
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(client: RedisClient, opts: HostWakeOptions, handlers: WakeHandlers) {
+    this.#client = client;
+    this.#opts = opts;
+    this.#h = handlers;
+    // Every address is the 127.0.0.1 literal: resolve it synchronously, so that a datagram leaves
+    // within send(), before the publish script is written to Redis (dgram's default lookup
+    // defers each send to the next tick).
+    this.#socket = createSocket({ type: 'udp4', lookup: (address, _family, cb) => { (cb as (e: null, a: string, f: number) => void)(null, address, 4); } });
+    this.#socket.on('error', (err: unknown) => { if (!this.#closed) this.#h.onError(err); });
+    if (opts.receive) this.#socket.on('message', (msg: Buffer) => this.#onMessage(msg));
+  }
+
+  /** The loopback port this cache listens on (0 before start). */
+  get port(): number {
+    return this.#member === '' ? 0 : Number(this.#member.slice(0, this.#member.indexOf('|')));
+  }
+
+  /** Binds 127.0.0.1 (an ephemeral port), registers, reads the peers, and keeps beating. */
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#socket.once('error', reject);
+      this.#socket.bind(0, kLoopback, () => { this.#socket.off('error', reject); resolve(); });
+    });
+    if (this.#opts.receive) this.#member = `${this.#socket.address().port}|${this.#opts.origin}`;
+    await this.#beat();
+    this.#timer = setInterval(() => { this.#beat().catch((err: unknown) => { if (!this.#closed) this.#h.onError(err); }); }, kPeerBeatMs);
+    this.#timer.unref();
+  }
+
+  /** Sends each entry (its XADD fields) to every peer on this host. Never throws. */
+  send(entries: readonly (readonly string[])[]): void {
+    const ports = this.#ports;
+    if (this.#closed || ports.length === 0) return;
+    for (const fields of entries) {
+      const msg = Buffer.from(JSON.stringify([this.#opts.tag, fields]));
+      if (msg.length > kMaxDatagramBytes) continue;
+      for (const port of ports) {
+        this.#socket.send(msg, port, kLoopback);
+        this.stats.sent++;
+      }
+    }
+  }
+
+  /** Stops beating, leaves the registry, closes the socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#socket.close();
+    if (this.#member !== '') await this.#client.zrem(this.#opts.registry, this.#member).catch(() => undefined);
+  }
+
+  async #beat(): Promise<void> {
+    const members = await peersScript.run<string[]>(this.#client, [this.#opts.registry], [this.#member, kPeerTtlMs]);
+    const ports: number[] = [];
+    for (const m of members) {
+      const bar = m.indexOf('|');
+      const origin = m.slice(bar + 1);
+      const port = Number(m.slice(0, bar));
+      if (origin !== this.#opts.origin && origin.startsWith(this.#host) && Number.isInteger(port) && port > 0 && port < 65536) ports.push(port);
+    }
+    this.#ports = ports;
+    this.stats.peers = ports.length;
+  }
+
+  #onMessage(msg: Buffer): void {
+    if (this.#closed) return;
+    const { tag, origin, secret, maxEntryBytes } = this.#opts;
+    let entry: DecodedEntry;
+    try {
+      const m: unknown = JSON.parse(msg.toString('utf8'));
+      if (!Array.isArray(m) || m[0] !== tag) throw new Error('not [tag, fields] of this namespace');
+      entry = decode('0-0', m[1], { secret, maxEntryBytes });
+    } catch {
+      this.stats.ignored++;
+      return;
+    }
+    if (entry.origin === origin) return;
+    this.stats.hints++;
+    try {
+      this.#h.onHint(entry);
+    } catch (err) {
+      this.#h.onError(err);
+    }
+  }
+}

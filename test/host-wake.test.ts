@@ -1,0 +1,187 @@
+/**
+ * Option `wake: 'host'` (issue 15, bus/host-wake.ts): a publisher sends each entry straight to
+ * the caches of its namespace on the same host, one loopback UDP datagram each; the stream stays
+ * the source of truth. Against the real Redis.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { createCache, type Cache } from '../worker-runtime/index.js';
+import { busKeys, peerRegistry, wakeChannel } from '../bus/keys.js';
+import { encode } from '../bus/wire.js';
+import { ChaosProxy } from './helpers/proxy.js';
+import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
+import { until, waitForEvent } from './helpers/wait.js';
+
+let prefix: string;
+let namespace: string;
+let raw: Redis;
+let proxy: ChaosProxy | undefined;
+const caches: Cache<number>[] = [];
+const sockets: Socket[] = [];
+
+async function cache(extra: Record<string, unknown> = {}): Promise<Cache<number>> {
+  const c = await createCache<number>({ redis: REDIS_URL, namespace, prefix, maxEntries: 1000, relay: false, wake: 'host', ...extra });
+  c.on('error', () => undefined);
+  caches.push(c);
+  return c;
+}
+
+const registry = (): string => peerRegistry(busKeys(prefix, namespace));
+
+/** The loopback port a cache listens on, from the registry. */
+async function portOf(c: Cache<number>): Promise<number> {
+  const member = (await raw.zrange(registry(), 0, -1)).find((m) => m.endsWith(`|${c.bus!.origin}`));
+  expect(member).toBeDefined();
+  return Number(member!.split('|')[0]);
+}
+
+/** A UDP socket of the test on 127.0.0.1, with the datagrams it got. */
+async function listener(): Promise<{ port: number; got: string[] }> {
+  const s = createSocket('udp4');
+  sockets.push(s);
+  const got: string[] = [];
+  s.on('message', (m) => got.push(m.toString()));
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  return { port: s.address().port, got };
+}
+
+function send(port: number, payload: string): Promise<void> {
+  const s = createSocket('udp4');
+  return new Promise((resolve) => s.send(payload, port, '127.0.0.1', () => { s.close(); resolve(); }));
+}
+
+/** A datagram as a 'host' publisher sends it. */
+function datagram(keys: string[], opts: { tag?: string; secret?: string; origin?: string } = {}): string {
+  const [fields] = encode({ keys, tags: [], clear: false }, { origin: opts.origin ?? `${hostname()}:1:0:test`, time: Date.now(), secret: opts.secret, maxEntryBytes: 65_536 });
+  return JSON.stringify([opts.tag ?? wakeChannel(busKeys(prefix, namespace)), fields]);
+}
+
+async function redisNowMs(): Promise<number> {
+  const [s, us] = await raw.time();
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
+
+beforeEach(() => {
+  prefix = randomPrefix();
+  namespace = `host${randomBytes(4).toString('hex')}`;
+  raw = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+});
+
+afterEach(async () => {
+  proxy?.release();
+  await Promise.all(caches.splice(0).map((c) => c.close()));
+  for (const s of sockets.splice(0)) s.close();
+  await proxy?.close();
+  proxy = undefined;
+  raw.disconnect();
+  await cleanupPrefix(prefix);
+});
+
+describe("wake: 'host'", () => {
+  it('a same-host peer drops the key on the datagram while all its Redis connections are held; the stream entry is applied after', async () => {
+    proxy = await ChaosProxy.start(Number(new URL(REDIS_URL).port || 6379));
+    const reader = await cache({ redis: proxy.url });
+    const writer = await cache(); // starts after the reader: its first registry read lists it
+    expect(writer.bus?.hostWakeStats?.peers).toBe(1);
+    await reader.get('k', () => 1);
+    const received: string[] = [];
+    reader.on('received', (r) => received.push(r.id));
+    proxy.hold(); // the reader's stream reads (and everything else it says to Redis) go nowhere
+    const dropped = waitForEvent<{ key: string; reason: string }>(reader, 'drop', (d) => d.key === 'k' && d.reason === 'invalidate', 5000);
+    const [id] = await new Promise<string[]>((resolve) => { writer.once('published', (p) => resolve(p.ids)); void writer.invalidate('k'); });
+    await dropped;
+    expect(received).toEqual([]); // the stream had no part in it
+    expect(reader.bus?.hostWakeStats?.hints).toBe(1);
+    expect(writer.bus?.hostWakeStats?.sent).toBe(1);
+    proxy.release();
+    await until(() => received.includes(id!), 10_000, 'the stream entry was applied');
+    expect(reader.bus?.cursor).toBe(id);
+  });
+
+  it('ignores malformed, unsigned (secret set) and other-namespace datagrams; a signed one drops the key', async () => {
+    const reader = await cache({ secret: 's3cret' });
+    const port = await portOf(reader);
+    await reader.get('a', () => 1);
+    await send(port, 'not json at all');
+    await send(port, JSON.stringify(['x', 'y']));
+    await send(port, datagram(['a'])); // unsigned
+    await send(port, datagram(['a'], { secret: 'wrong' }));
+    await send(port, datagram(['a'], { secret: 's3cret', tag: `${wakeChannel(busKeys(prefix, 'other'))}` }));
+    await until(() => reader.bus?.hostWakeStats?.ignored === 5, 5000, 'five datagrams ignored');
+    expect(reader.has('a')).toBe(true);
+    expect(reader.bus?.hostWakeStats?.hints).toBe(0);
+    await send(port, datagram(['a'], { secret: 's3cret' }));
+    await until(() => !reader.has('a'), 5000, 'the signed datagram dropped a');
+    expect(reader.bus?.hostWakeStats?.hints).toBe(1);
+  });
+
+  it('sends to the live peers of this host only: not to itself, another host, a peer that stopped beating; a closed cache leaves the registry', async () => {
+    const live = await listener();
+    const otherHost = await listener();
+    const stale = await listener();
+    const dead = await listener();
+    sockets.splice(sockets.length - 1, 1)[0]!.close(); // a peer killed without leaving: nothing listens there
+    const now = await redisNowMs();
+    await raw.zadd(registry(),
+      now, `${live.port}|${hostname()}:999:0:live`,
+      now, `${otherHost.port}|not-${hostname()}:1:0:other`,
+      now - 60_000, `${stale.port}|${hostname()}:998:0:stale`,
+      now, `${dead.port}|${hostname()}:997:0:dead`);
+    const reader = await cache();
+    const writer = await cache();
+    expect(writer.bus?.hostWakeStats?.peers).toBe(3); // live, dead, reader
+    expect(await raw.zscore(registry(), `${stale.port}|${hostname()}:998:0:stale`)).toBeNull(); // expired by the first beat
+    await reader.get('k', () => 1);
+    const errors: unknown[] = [];
+    writer.on('error', (e) => errors.push(e));
+    await writer.invalidate('k');
+    await until(() => live.got.length === 1 && !reader.has('k'), 5000, 'the live peer and the reader got it');
+    expect(JSON.parse(live.got[0]!)[0]).toBe(wakeChannel(busKeys(prefix, namespace)));
+    // Sent in the same synchronous loop as the live peer's: had they been sent, they would be here.
+    await until(() => reader.bus?.hostWakeStats?.hints === 1, 5000, 'the reader counted it');
+    expect(otherHost.got).toEqual([]);
+    expect(stale.got).toEqual([]);
+    expect(writer.bus?.hostWakeStats?.sent).toBe(3);
+    expect(errors).toEqual([]);
+    const origin = writer.bus!.origin;
+    await writer.close();
+    expect((await raw.zrange(registry(), 0, -1)).some((m) => m.endsWith(`|${origin}`))).toBe(false);
+  });
+
+  it('while datagrams flow the reader sends only its proving reads, and still applies every entry, in order', async () => {
+    const reader = await cache();
+    const writer = await cache();
+    const received: string[] = [];
+    reader.on('received', (r) => received.push(r.id));
+    const ids: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      await reader.get(`k${i}`, () => 1);
+      const dropped = waitForEvent<{ key: string }>(reader, 'drop', (d) => d.key === `k${i}`, 5000);
+      const [id] = await new Promise<string[]>((resolve) => { writer.once('published', (p) => resolve(p.ids)); void writer.invalidate(`k${i}`); });
+      ids.push(id!);
+      await dropped;
+    }
+    await until(() => received.length === 60, 10_000, 'every stream entry applied');
+    expect(received).toEqual(ids);
+    const reads = reader.bus!.reads!;
+    // A plain read may already wait in Redis when the first datagram arrives; after that, none.
+    expect(reads.total - reads.proving).toBeLessThanOrEqual(2);
+    expect(reader.bus?.hostWakeStats?.hints).toBe(60);
+  });
+
+  it('entries that come with no datagram (a stream-mode publisher) are read as they arrive while no datagram flows', async () => {
+    const reader = await cache();
+    const plain = await cache({ wake: 'stream' });
+    for (let i = 0; i < 20; i++) {
+      await reader.get(`k${i}`, () => 1);
+      await plain.invalidate(`k${i}`);
+      await until(() => !reader.has(`k${i}`), 5000, `k${i} dropped through the stream`);
+    }
+    expect(reader.bus?.hostWakeStats?.hints).toBe(0);
+    const reads = reader.bus!.reads!;
+    expect(reads.total - reads.proving).toBeGreaterThanOrEqual(10); // plain reads, one per entry or so
+  });
+});
