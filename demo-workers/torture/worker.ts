@@ -27,6 +27,8 @@ const table = `"${cfg.schema}".products`;
 const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 
+const kWakeModes = ['stream', 'host', 'pubsub'] as const;
+
 /** The worker's cache; opening is tried again while Redis is stalled or restarting under the nemesis. */
 async function openCache(): Promise<Cache<Value>> {
   const deadline = Date.now() + 60_000;
@@ -34,6 +36,9 @@ async function openCache(): Promise<Cache<Value>> {
     try {
       return await createCache<Value>({
         redis: redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
+        // Every wake-up mode under the nemesis: hints (pub/sub messages, same-host datagrams) drop
+        // keys early, and while they flow the reader only sends proving reads (docs/wake-up.md).
+        wake: kWakeModes[workerIndex() % kWakeModes.length],
       });
     } catch (err) {
       if (Date.now() > deadline) throw err;
