@@ -90,6 +90,8 @@ export class Bus {
   /** When this cache last published (options wake: 'pubsub' and 'host': its own entries need no prompt read). */
   #lastOwnAt = Number.NEGATIVE_INFINITY;
   readonly #hinting: boolean;
+  /** Option wake: 'pubsub': the channel hints go to. */
+  readonly #wakeChannel: string | undefined;
 
   private constructor(opts: BusOptions, handlers: BusHandlers) {
     this.keys = busKeys(opts.prefix, opts.namespace);
@@ -101,6 +103,7 @@ export class Bus {
     const onHint = handlers.onHint;
     const hinting = !opts.publishOnly && opts.wake !== undefined && opts.wake !== 'stream' && onHint !== undefined;
     this.#hinting = hinting;
+    this.#wakeChannel = opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined;
     const hinted = (e: DecodedEntry): void => {
       if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
       this.#lastHintAt = performance.now();
@@ -123,7 +126,7 @@ export class Bus {
       streamMaxLen: opts.streamMaxLen,
       streamMaxAgeMs: opts.streamMaxAgeMs,
       onBacklog: opts.onBacklog,
-      wakeChannel: opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined,
+      wakeChannel: this.#wakeChannel,
       onEntries: hostWake === undefined ? undefined : (entries) => hostWake.send(entries),
     });
     if (!opts.publishOnly) {
@@ -201,9 +204,25 @@ export class Bus {
     return this.#publisher.publish(inv);
   }
 
-  /** The `appendArgs` tail for a script that appends this invalidation itself (bus/lua-append.ts). */
-  appendArgsFor(inv: Partial<Invalidation>): string[] {
-    return this.#publisher.appendArgsFor(inv);
+  /**
+   * The `appendArgs` tail for a script that appends this invalidation itself (bus/lua-append.ts),
+   * and `hint()`, to call once that script ran: with option `wake`, it sends the hints a
+   * `publish` would (a PUBLISH of each entry, or the datagrams to same-host peers), after the
+   * entry is in the stream. Without it, peers whose hints flow read the entry only with their
+   * next proving read (docs/wake-up.md).
+   */
+  appendArgsFor(inv: Partial<Invalidation>): { args: string[]; hint: () => void } {
+    const { args, entries } = this.#publisher.appendArgsFor(inv);
+    return { args, hint: () => this.#hintAppended(entries) };
+  }
+
+  #hintAppended(entries: readonly (readonly string[])[]): void {
+    if (this.#hinting) this.#lastOwnAt = performance.now();
+    this.#hostWake?.send(entries);
+    if (this.#wakeChannel !== undefined) {
+      // No ID is known here (the script does not return it): the hint names none.
+      for (const fields of entries) this.client.publish(this.#wakeChannel, JSON.stringify([ZERO_ID, fields])).catch(() => undefined);
+    }
   }
 
   /** Waits for pending publishes, stops the reader, closes the connections cachebus opened. Idempotent. */

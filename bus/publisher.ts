@@ -107,9 +107,10 @@ export class Publisher {
   /**
    * The ARGV tail (`appendArgs`) of a script that appends this invalidation itself, atomically
    * with its own effect (write-behind's write script): encoded, signed and trimmed exactly as
-   * `publish` would. Throws as `encode` does (a key too large for an entry).
+   * `publish` would, and the entries' fields (for hints). Throws as `encode` does (a key too
+   * large for an entry).
    */
-  appendArgsFor(inv: Partial<Invalidation>): string[] {
+  appendArgsFor(inv: Partial<Invalidation>): { args: string[]; entries: string[][] } {
     const o = this.#opts;
     const entries = encode(
       { keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false },
@@ -119,7 +120,7 @@ export class Publisher {
       o.streamMaxAgeMs !== undefined
         ? { kind: 'MINID', arg: `${Date.now() - o.streamMaxAgeMs}-0` }
         : o.streamMaxLen > 0 ? { kind: 'MAXLEN', arg: o.streamMaxLen } : { kind: '' };
-    return appendArgs(entries, trim);
+    return { args: appendArgs(entries, trim), entries };
   }
 
   /** Appends a batch (plus the whole backlog) to the stream; on failure the batch joins the backlog. */

@@ -11,6 +11,9 @@ import { Redis } from 'ioredis';
 import { createCache, type Cache } from '../worker-runtime/index.js';
 import { busKeys, peerRegistry, wakeChannel } from '../bus/keys.js';
 import { encode } from '../bus/wire.js';
+import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
+import { createItems, ITEMS } from './fixtures/wb-db.js';
+import { TestSchema } from './helpers/pg.js';
 import { ChaosProxy } from './helpers/proxy.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until, waitForEvent } from './helpers/wait.js';
@@ -170,6 +173,43 @@ describe("wake: 'host'", () => {
     // A plain read may already wait in Redis when the first datagram arrives; after that, none.
     expect(reads.total - reads.proving).toBeLessThanOrEqual(2);
     expect(reader.bus?.hostWakeStats?.hints).toBe(60);
+  });
+
+  it("a write-behind write sends its hints once its script ran ('host' datagrams and 'pubsub' messages), so peers do not wait for a proving read", async () => {
+    const schema = await TestSchema.create();
+    try {
+      await createItems(schema);
+      for (const wake of ['host', 'pubsub'] as const) {
+        namespace = `host${randomBytes(4).toString('hex')}`;
+        proxy = await ChaosProxy.start(Number(new URL(REDIS_URL).port || 6379));
+        const reader = await cache({ wake, redis: proxy.url });
+        const writer = await cache({ wake, pg: schema.url });
+        const items = await writeBehind(writer, ITEMS, { pg: schema.url });
+        try {
+          await reader.get('items:1', () => 1);
+          proxy.hold(); // pub/sub messages wait in the proxy too: release it before expecting a 'pubsub' hint
+          const dropped = waitForEvent<{ key: string }>(reader, 'drop', (d) => d.key === 'items:1', 5000);
+          await items.write({ id: 1, val: 'a', n: 1 });
+          if (wake === 'host') {
+            await dropped; // with every Redis connection of the reader held: the datagram did it
+            expect(reader.bus?.hostWakeStats?.hints).toBe(1);
+            proxy.release();
+          } else {
+            proxy.release();
+            await dropped;
+            await until(() => reader.bus?.wakeStats?.hints === 1, 5000, 'the hint of the write');
+          }
+        } finally {
+          await items.close();
+          proxy.release();
+          await Promise.all(caches.splice(0).map((c) => c.close()));
+          await proxy.close();
+          proxy = undefined;
+        }
+      }
+    } finally {
+      await schema.drop();
+    }
   });
 
   it('entries that come with no datagram (a stream-mode publisher) are read as they arrive while no datagram flows', async () => {

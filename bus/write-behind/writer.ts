@@ -71,17 +71,18 @@ export class WriteBehindWriter {
   readonly #ticks: TickQueue;
   readonly #onError: (err: unknown) => void;
   readonly #stream: string;
-  readonly #appendArgs: (keys: string[]) => string[];
+  readonly #appendArgs: (keys: string[]) => { args: string[]; hint: () => void };
   #queue: Queued[] = [];
   readonly #inFlight = new Set<Promise<void>>();
 
   /**
    * `appendArgs` encodes the invalidation of the written rows' cache keys for the write script
-   * (`Bus.appendArgsFor`): the script appends it to the stream itself, atomically with the rows.
+   * (`Bus.appendArgsFor`): the script appends it to the stream itself, atomically with the rows;
+   * its `hint()` is called once the script ran (the wake-up hints of option `wake`).
    */
   constructor(
     client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined,
-    onError: (err: unknown) => void, appendArgs: (keys: string[]) => string[],
+    onError: (err: unknown) => void, appendArgs: (keys: string[]) => { args: string[]; hint: () => void },
   ) {
     if (entity.version === undefined) {
       throw new InvalidOptionError(`entity ${entity.name}: write-behind needs a version column (definition.version)`);
@@ -145,8 +146,11 @@ export class WriteBehindWriter {
     for (const q of batch) args.push(q.id, q.json);
     const k = this.keys;
     let out: number[];
+    let hint: () => void;
     try {
-      args.push(...this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]));
+      const appended = this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]);
+      hint = appended.hint;
+      args.push(...appended.args);
       this.stats.scripts++;
       out = await writeScript.run<number[]>(
         this.#client, [k.overlay, k.dirty, k.version, k.tick, this.#shared.entities, this.#shared.defs, this.#stream], args);
@@ -154,6 +158,7 @@ export class WriteBehindWriter {
       for (const q of batch) q.reject(err);
       return;
     }
+    hint(); // the rows and their invalidation are in Redis: peers that reload now read the overlay
     const [tickDelay, slot, pending] = out as [number, number, number];
     if (tickDelay >= 0) {
       this.#ticks.schedule(this.entity.name, slot, tickDelay, (err) => {
