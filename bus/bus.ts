@@ -90,6 +90,9 @@ export class Bus {
   /** When this cache last published (options wake: 'pubsub' and 'host': its own entries need no prompt read). */
   #lastOwnAt = Number.NEGATIVE_INFINITY;
   readonly #hinting: boolean;
+  /** Origins that sent hints lately (origin → when), and when a stream entry last came from one that did not. */
+  readonly #hintOrigins = new Map<string, number>();
+  #lastUnhintedAt = Number.NEGATIVE_INFINITY;
   /** Option wake: 'pubsub': the channel hints go to. */
   readonly #wakeChannel: string | undefined;
 
@@ -107,6 +110,7 @@ export class Bus {
     const hinted = (e: DecodedEntry): void => {
       if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
       this.#lastHintAt = performance.now();
+      this.#noteHintOrigin(e.origin, this.#lastHintAt);
       onHint?.(e);
     };
     if (opts.wake === 'host') {
@@ -145,9 +149,9 @@ export class Bus {
           readPauseMs: pause,
           // Its hint came, or hints are flowing (the stream reply often comes before its hint).
           hinted: (id) => compareStreamIds(id, this.#lastHint) <= 0 || performance.now() - this.#lastHintAt < 2 * pause,
-          hintsFlowing: hinting ? () => performance.now() - Math.max(this.#lastHintAt, this.#lastOwnAt) < kHintFlowMs : undefined,
+          hintsFlowing: hinting ? () => this.#hintsFlowing() : undefined,
         },
-        handlers,
+        hinting ? { ...handlers, onEntry: (e) => { this.#noteEntry(e); handlers.onEntry(e); } } : handlers,
       );
       if (hinting && opts.wake === 'pubsub') {
         this.#wake = new WakeHints(
@@ -157,6 +161,31 @@ export class Bus {
         );
       }
     }
+  }
+
+  /**
+   * Hints flow: one came (or this cache published) lately, and no stream entry came lately from
+   * an origin that sends none (a publisher on another host in 'host' mode, a 'stream' publisher,
+   * the outbox relay, a foreign XADD): such entries are then read as they arrive, not with the
+   * next proving read.
+   */
+  #hintsFlowing(): boolean {
+    const now = performance.now();
+    return now - Math.max(this.#lastHintAt, this.#lastOwnAt) < kHintFlowMs && now - this.#lastUnhintedAt >= kHintFlowMs;
+  }
+
+  #noteHintOrigin(origin: string, at: number): void {
+    const origins = this.#hintOrigins;
+    if (!origins.has(origin) && origins.size >= 256) {
+      for (const [o, t] of origins) if (at - t >= kHintFlowMs) origins.delete(o); // publishers come and go
+    }
+    origins.set(origin, at);
+  }
+
+  /** A stream entry applied (another origin's): was its origin sending hints? */
+  #noteEntry(e: DecodedEntry): void {
+    const at = this.#hintOrigins.get(e.origin);
+    if (at === undefined || performance.now() - at >= kHintFlowMs) this.#lastUnhintedAt = performance.now();
   }
 
   /** Connects, captures the stream's end, starts reading. Rejects with ConnectionError if Redis stays unreachable. */

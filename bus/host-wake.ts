@@ -108,8 +108,10 @@ export class HostWake {
       this.#socket.once('error', reject);
       this.#socket.bind(0, kLoopback, () => { this.#socket.off('error', reject); resolve(); });
     });
+    if (this.#closed) return;
     if (this.#opts.receive) this.#member = `${this.#socket.address().port}|${this.#opts.origin}`;
     await this.#beat();
+    if (this.#closed) return; // closed while opening (Bus.open timed out): no beats
     this.#timer = setInterval(() => { this.#beat().catch((err: unknown) => { if (!this.#closed) this.#h.onError(err); }); }, kPeerBeatMs);
     this.#timer.unref();
   }

@@ -212,6 +212,27 @@ describe("wake: 'host'", () => {
     }
   });
 
+  it('while datagrams flow, entries from a publisher that sends none (another host, a stream-mode publisher) turn plain reads back on', async () => {
+    const reader = await cache();
+    const hinting = await cache();
+    const plain = await cache({ wake: 'stream' });
+    for (let i = 0; i < 5; i++) {
+      await reader.get(`h${i}`, () => 1);
+      await hinting.invalidate(`h${i}`);
+      await until(() => !reader.has(`h${i}`), 5000, `h${i} dropped`);
+    }
+    const before = reader.bus!.reads!;
+    for (let i = 0; i < 20; i++) {
+      await reader.get(`p${i}`, () => 1);
+      await hinting.invalidate(`h${i}`); // hints keep flowing
+      await plain.invalidate(`p${i}`);
+      await until(() => !reader.has(`p${i}`), 5000, `p${i} dropped through the stream`);
+    }
+    const after = reader.bus!.reads!;
+    // Only proving reads (4 a second) would leave the unhinted entries waiting up to 250 ms each.
+    expect((after.total - after.proving) - (before.total - before.proving)).toBeGreaterThanOrEqual(10);
+  });
+
   it('entries that come with no datagram (a stream-mode publisher) are read as they arrive while no datagram flows', async () => {
     const reader = await cache();
     const plain = await cache({ wake: 'stream' });
