@@ -12,6 +12,8 @@ export const kPeerTtlMs = 5000;
 /** The largest datagram sent; an entry whose datagram would be larger comes with the stream only. */
 export const kMaxDatagramBytes = 60_000;
 const kLoopback = '127.0.0.1';
+/** How long close() waits for Redis to take this cache off the registry (ms). */
+const kLeaveWaitMs = 500;
 
 /** Counters of the same-host wake-up (plain numbers). */
 export interface HostWakeStats extends WakeStats {
@@ -130,13 +132,22 @@ export class HostWake {
     }
   }
 
-  /** Stops beating, leaves the registry, closes the socket. */
+  /**
+   * Stops beating, closes the socket, leaves the registry. Waits at most `kLeaveWaitMs` for Redis
+   * (close must return during an outage or a silent partition: the member then expires).
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
     this.#socket.close();
-    if (this.#member !== '') await this.#client.zrem(this.#opts.registry, this.#member).catch(() => undefined);
+    if (this.#member === '') return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#client.zrem(this.#opts.registry, this.#member).catch(() => undefined),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, kLeaveWaitMs); }),
+    ]);
+    clearTimeout(timer);
   }
 
   async #beat(): Promise<void> {

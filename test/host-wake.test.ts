@@ -233,6 +233,16 @@ describe("wake: 'host'", () => {
     expect((after.total - after.proving) - (before.total - before.proving)).toBeGreaterThanOrEqual(10);
   });
 
+  it('close() returns during a silent partition: leaving the registry is not waited for past a bound', async () => {
+    proxy = await ChaosProxy.start(Number(new URL(REDIS_URL).port || 6379));
+    const c = await cache({ redis: proxy.url });
+    await c.get('k', () => 1);
+    proxy.hold();
+    const started = Date.now();
+    await c.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
   it('entries that come with no datagram (a stream-mode publisher) are read as they arrive while no datagram flows', async () => {
     const reader = await cache();
     const plain = await cache({ wake: 'stream' });
