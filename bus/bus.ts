@@ -6,6 +6,7 @@ import { closeClient, connect, duplicateForBlocking, type RedisClient, type Redi
 import { ConnectionError } from './errors.js';
 import { HostWake } from './host-wake.js';
 import { busKeys, peerRegistry, wakeChannel, type BusKeys } from './keys.js';
+import type { Appended } from './lua-append.js';
 import { Publisher } from './publisher.js';
 import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
@@ -240,7 +241,7 @@ export class Bus {
    * entry is in the stream. Without it, peers whose hints flow read the entry only with their
    * next proving read (docs/wake-up.md).
    */
-  appendArgsFor(inv: Partial<Invalidation>): { args: string[]; hint: () => void } {
+  appendArgsFor(inv: Partial<Invalidation>): Appended {
     const { args, entries } = this.#publisher.appendArgsFor(inv);
     return { args, hint: () => this.#hintAppended(entries) };
   }

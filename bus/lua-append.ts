@@ -70,6 +70,15 @@ end
 `;
 
 /** Stream retention applied by each XADD. */
+/**
+ * An invalidation encoded for a script that appends it itself (`Bus.appendArgsFor`): the
+ * `appendArgs` tail, and `hint()` to call once the script ran (the wake-up hints of option `wake`).
+ */
+export interface Appended {
+  readonly args: string[];
+  hint(): void;
+}
+
 export type Trim = { readonly kind: '' } | { readonly kind: 'MAXLEN' | 'MINID'; readonly arg: string | number };
 
 /** Characters the script adds to each entry (p, e and their values), reserved by `encode`. */

@@ -33,11 +33,11 @@ export interface ReaderOptions {
   /**
    * After a read that returned entries (and not a full batch), wait this long (ms) before the
    * next read, so that under traffic one read takes many entries. For readers whose keys are
-   * dropped first by wake-up hints (option `wake: 'pubsub'`): the stream then only confirms,
+   * dropped first by wake-up hints (options `wake: 'pubsub'` and `'host'`): the stream then only confirms,
    * and a lost hint's drop comes at most this much later. 0 (the default): read again at once.
    * The pause is taken only when `hinted` says the newest entry read is covered by hints, or it
-   * is this process's own: entries that come with no hint (write-behind, the outbox relay,
-   * foreign publishers) while no hints flow are read as soon as they arrive.
+   * is this process's own: entries that come with no hint (the outbox relay, foreign
+   * publishers) while no hints flow are read as soon as they arrive.
    */
   readonly readPauseMs?: number | undefined;
   /** Whether entry `id` is covered by hints: its hint arrived, or hints are flowing (options `wake: 'pubsub'`, `'host'`). */

@@ -2,6 +2,7 @@ import type { RedisClient } from '../connection.js';
 import type { Entity } from '../entities.js';
 import { BackpressureError, InvalidOptionError } from '../errors.js';
 import { writeBehindKeys, writeBehindShared, type BusKeys, type WriteBehindKeys } from '../keys.js';
+import type { Appended } from '../lua-append.js';
 import { encodeRow, parsePending, type PendingRow } from './codec.js';
 import { writeScript } from './lua-write.js';
 import type { TickQueue } from './ticks.js';
@@ -71,7 +72,7 @@ export class WriteBehindWriter {
   readonly #ticks: TickQueue;
   readonly #onError: (err: unknown) => void;
   readonly #stream: string;
-  readonly #appendArgs: (keys: string[]) => { args: string[]; hint: () => void };
+  readonly #appendArgs: (keys: string[]) => Appended;
   #queue: Queued[] = [];
   readonly #inFlight = new Set<Promise<void>>();
 
@@ -82,7 +83,7 @@ export class WriteBehindWriter {
    */
   constructor(
     client: RedisClient, bus: BusKeys, entity: Entity, ticks: TickQueue, options: WriterOptions | undefined,
-    onError: (err: unknown) => void, appendArgs: (keys: string[]) => { args: string[]; hint: () => void },
+    onError: (err: unknown) => void, appendArgs: (keys: string[]) => Appended,
   ) {
     if (entity.version === undefined) {
       throw new InvalidOptionError(`entity ${entity.name}: write-behind needs a version column (definition.version)`);
@@ -146,10 +147,9 @@ export class WriteBehindWriter {
     for (const q of batch) args.push(q.id, q.json);
     const k = this.keys;
     let out: number[];
-    let hint: () => void;
+    let appended: Appended;
     try {
-      const appended = this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]);
-      hint = appended.hint;
+      appended = this.#appendArgs([...new Set(batch.map((q) => e.cacheKey(q.id)))]);
       args.push(...appended.args);
       this.stats.scripts++;
       out = await writeScript.run<number[]>(
@@ -158,7 +158,7 @@ export class WriteBehindWriter {
       for (const q of batch) q.reject(err);
       return;
     }
-    hint(); // the rows and their invalidation are in Redis: peers that reload now read the overlay
+    appended.hint(); // the rows and their invalidation are in Redis: peers that reload now read the overlay
     const [tickDelay, slot, pending] = out as [number, number, number];
     if (tickDelay >= 0) {
       this.#ticks.schedule(this.entity.name, slot, tickDelay, (err) => {
