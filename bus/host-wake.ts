@@ -99,11 +99,6 @@ export class HostWake {
     if (opts.receive) this.#socket.on('message', (msg: Buffer) => this.#onMessage(msg));
   }
 
-  /** The loopback port this cache listens on (0 before start). */
-  get port(): number {
-    return this.#member === '' ? 0 : Number(this.#member.slice(0, this.#member.indexOf('|')));
-  }
-
   /** Binds 127.0.0.1 (an ephemeral port), registers, reads the peers, and keeps beating. */
   async start(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
@@ -122,13 +117,17 @@ export class HostWake {
   send(entries: readonly (readonly string[])[]): void {
     const ports = this.#ports;
     if (this.#closed || ports.length === 0) return;
-    for (const fields of entries) {
-      const msg = Buffer.from(JSON.stringify([this.#opts.tag, fields]));
-      if (msg.length > kMaxDatagramBytes) continue;
-      for (const port of ports) {
-        this.#socket.send(msg, port, kLoopback);
-        this.stats.sent++;
+    try {
+      for (const fields of entries) {
+        const msg = Buffer.from(JSON.stringify([this.#opts.tag, fields]));
+        if (msg.length > kMaxDatagramBytes) continue;
+        for (const port of ports) {
+          this.#socket.send(msg, port, kLoopback);
+          this.stats.sent++;
+        }
       }
+    } catch (err) {
+      this.#h.onError(err); // a hint lost: the stream still carries the entry, and the publish goes on
     }
   }
 
