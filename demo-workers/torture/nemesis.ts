@@ -169,7 +169,11 @@ export class Nemesis {
       case 'block-loop': {
         const s = this.ctx.slots()[slot];
         if (s === undefined || this.#frozen.has(slot)) { h.fault(f.fault, `w${slot}`, 'worker not running or already frozen'); return; }
-        await this.#frozenDuring(slot, s.pid, undefined, () => h.fault(f.fault, `w${slot} pid ${s.pid} ${f.durationMs}ms`), async () => {
+        // The relayed worker's main cache (0) reads through its hub, which keeps reading while the
+        // worker is frozen, and IPC keeps every message: it misses nothing. Its thread (1) reads
+        // Redis itself and owes the gaps.
+        const caches = slot === this.ctx.hub.slot ? [1] : undefined;
+        await this.#frozenDuring(slot, s.pid, caches, () => h.fault(f.fault, `w${slot} pid ${s.pid} ${f.durationMs}ms`), async () => {
           try {
             if (f.fault === 'stop-worker') {
               process.kill(s.pid, 'SIGSTOP');
