@@ -108,7 +108,7 @@ export class Bus {
     const hinting = !opts.publishOnly && opts.wake !== undefined && opts.wake !== 'stream' && onHint !== undefined;
     this.#hinting = hinting;
     this.#wakeChannel = opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined;
-    const hinted = (e: DecodedEntry): void => {
+    const onHintArrived = (e: DecodedEntry): void => {
       if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
       this.#lastHintAt = performance.now();
       this.#noteHintOrigin(e.origin, this.#lastHintAt);
@@ -119,7 +119,7 @@ export class Bus {
       this.#hostWake = new HostWake(
         this.client,
         { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes, receive: hinting },
-        { onHint: hinted, onError: (err) => handlers.onError(err) },
+        { onHint: onHintArrived, onError: (err) => handlers.onError(err) },
       );
     }
     const hostWake = this.#hostWake;
@@ -158,7 +158,7 @@ export class Bus {
         this.#wake = new WakeHints(
           this.client, `cachebus:${opts.namespace}:wake`,
           { channel: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes },
-          { onHint: hinted, onError: (err) => handlers.onError(err) },
+          { onHint: onHintArrived, onError: (err) => handlers.onError(err) },
         );
       }
     }

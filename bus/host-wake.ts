@@ -2,8 +2,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { hostname } from 'node:os';
 import type { RedisClient } from './connection.js';
 import { LUA_NOW, Script } from './script.js';
-import { decode, type DecodedEntry } from './wire.js';
-import type { WakeHandlers, WakeStats } from './wake.js';
+import { ZERO_ID } from './stream-id.js';
+import { decode } from './wire.js';
+import { deliverHint, type WakeHandlers, type WakeStats } from './wake.js';
 
 /** Each cache re-registers (and re-reads the peer list) this often (ms). */
 export const kPeerBeatMs = 1000;
@@ -165,21 +166,10 @@ export class HostWake {
   #onMessage(msg: Buffer): void {
     if (this.#closed) return;
     const { tag, origin, secret, maxEntryBytes } = this.#opts;
-    let entry: DecodedEntry;
-    try {
+    deliverHint(this.stats, this.#h, origin, () => {
       const m: unknown = JSON.parse(msg.toString('utf8'));
       if (!Array.isArray(m) || m[0] !== tag) throw new Error('not [tag, fields] of this namespace');
-      entry = decode('0-0', m[1], { secret, maxEntryBytes });
-    } catch {
-      this.stats.ignored++;
-      return;
-    }
-    if (entry.origin === origin) return;
-    this.stats.hints++;
-    try {
-      this.#h.onHint(entry);
-    } catch (err) {
-      this.#h.onError(err);
-    }
+      return decode(ZERO_ID, m[1], { secret, maxEntryBytes }); // a datagram names no stream ID
+    });
   }
 }

@@ -25,6 +25,28 @@ export interface WakeStats {
 }
 
 /**
+ * Hands one hint over: `read` decodes it (throwing when it is not a valid hint: counted as
+ * ignored); a hint of this origin is skipped (applied locally when published); a handler that
+ * throws is reported. Shared by the pub/sub hints and the same-host datagrams (bus/host-wake.ts).
+ */
+export function deliverHint(stats: WakeStats, h: WakeHandlers, origin: string, read: () => DecodedEntry): void {
+  let entry: DecodedEntry;
+  try {
+    entry = read();
+  } catch {
+    stats.ignored++;
+    return;
+  }
+  if (entry.origin === origin) return;
+  stats.hints++;
+  try {
+    h.onHint(entry);
+  } catch (err) {
+    h.onError(err);
+  }
+}
+
+/**
  * The pub/sub side of option `wake: 'pubsub'` (docs/wake-up.md). A subscriber connection of
  * its own receives, for each entry appended by a publisher in that mode, its ID and fields,
  * and hands the decoded invalidation over at once, before the stream reader gets the entry.
@@ -68,21 +90,10 @@ export class WakeHints {
   #onMessage(message: string): void {
     if (this.#closed) return;
     const { origin, secret, maxEntryBytes } = this.#opts;
-    let entry: DecodedEntry;
-    try {
+    deliverHint(this.stats, this.#h, origin, () => {
       const m: unknown = JSON.parse(message);
       if (!Array.isArray(m) || typeof m[0] !== 'string') throw new Error('not [id, fields]');
-      entry = decode(m[0], m[1], { secret, maxEntryBytes });
-    } catch {
-      this.stats.ignored++;
-      return;
-    }
-    if (entry.origin === origin) return; // our own: applied locally when published
-    this.stats.hints++;
-    try {
-      this.#h.onHint(entry);
-    } catch (err) {
-      this.#h.onError(err);
-    }
+      return decode(m[0], m[1], { secret, maxEntryBytes });
+    });
   }
 }
