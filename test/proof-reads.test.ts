@@ -28,7 +28,7 @@ interface Seen {
   readonly errors: unknown[];
 }
 
-async function reader(opts: { blockMs: number; proofEveryMs: number }): Promise<{ r: StreamReader; seen: Seen }> {
+async function reader(opts: { blockMs: number; proofEveryMs: number; hintsFlowing?: () => boolean }): Promise<{ r: StreamReader; seen: Seen }> {
   const seen: Seen = { entries: [], gaps: [], proofs: [], errors: [] };
   const conn = new Redis(redis.url, { maxRetriesPerRequest: null, autoResendUnfulfilledCommands: false, connectionName: 'proof-reads:reader' });
   const r = new StreamReader(conn, { stream, origin: 'reader', count: 100, maxEntryBytes: 65_536, ...opts }, {
@@ -97,11 +97,13 @@ describe('proving reads and plain reads', () => {
     expect(seen.errors).toEqual([]);
   });
 
-  for (const kind of ['chained', 'foreign (plain XADD)'] as const) {
-    it(`an entry (${kind}) added and deleted unread while the reader is between proofs: a gap, and no proof claimed past it before the gap`, async () => {
+  // 'hints flowing' (options wake 'pubsub' and 'host'): between proofs the reader sends nothing
+  // and waits for its next proving read; the deletion must still be found by it.
+  for (const [kind, flowing] of [['chained', false], ['foreign (plain XADD)', false], ['chained', true], ['foreign (plain XADD)', true]] as const) {
+    it(`an entry (${kind}) added and deleted unread while the reader is between proofs${flowing ? ', hints flowing' : ''}: a gap, and no proof claimed past it before the gap`, async () => {
       await publish('warmup');
-      // A long proof interval: once a proving read returns at once, the reads for the next second are plain.
-      const { r, seen } = await reader({ blockMs: 4000, proofEveryMs: 1000 });
+      // A long proof interval: once a proving read returns at once, the reads for the next second are plain (or none, hints flowing).
+      const { r, seen } = await reader({ blockMs: 4000, proofEveryMs: 1000, ...(flowing ? { hintsFlowing: () => true } : {}) });
       for (const w of ['w1', 'w2', 'w3']) {
         const id = await publish(w);
         await until(() => seen.entries.includes(id), 5000, `${w} applied`);
@@ -128,9 +130,9 @@ describe('proving reads and plain reads', () => {
     });
   }
 
-  it('a plain read ends when the next proof is due: proofs keep coming once the traffic stops', async () => {
+  for (const flowing of [false, true]) it(`a plain read ends when the next proof is due${flowing ? ' (hints flowing: no plain read, a wait)' : ''}: proofs keep coming once the traffic stops`, async () => {
     await publish('warmup');
-    const { seen } = await reader({ blockMs: 300, proofEveryMs: 100 });
+    const { seen } = await reader({ blockMs: 300, proofEveryMs: 100, ...(flowing ? { hintsFlowing: () => true } : {}) });
     for (const w of ['w1', 'w2', 'w3']) {
       const id = await publish(w);
       await until(() => seen.entries.includes(id), 5000, `${w} applied`);
