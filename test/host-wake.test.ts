@@ -14,6 +14,7 @@ import { encode } from '../bus/wire.js';
 import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { createItems, ITEMS } from './fixtures/wb-db.js';
 import { TestSchema } from './helpers/pg.js';
+import { WorkerProc } from './helpers/procs.js';
 import { ChaosProxy } from './helpers/proxy.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
 import { until, waitForEvent } from './helpers/wait.js';
@@ -231,6 +232,36 @@ describe("wake: 'host'", () => {
     const after = reader.bus!.reads!;
     // Only proving reads (4 a second) would leave the unhinted entries waiting up to 250 ms each.
     expect((after.total - after.proving) - (before.total - before.proving)).toBeGreaterThanOrEqual(10);
+  });
+
+  it('a worker frozen (SIGSTOP) past maxStaleMs while datagrams flow serves no old value on resume (I3)', async () => {
+    const w = await WorkerProc.start({ redis: REDIS_URL, namespace, prefix, maxEntries: 1000, maxStaleMs: 500, relay: false, wake: 'host' });
+    try {
+      const pub = await cache(); // starts after the worker: its first registry read lists it
+      const plain = await cache({ wake: 'stream' }); // sends no datagram: only the stream carries its entries
+      expect(pub.bus?.hostWakeStats?.peers).toBe(1);
+      await w.call('get', { key: 'k', value: 'old' });
+      // Datagrams flow: the worker's reader now only sends its proving reads.
+      for (let i = 0; i < 3; i++) {
+        await w.call('get', { key: `h${i}`, value: 'x' });
+        await pub.invalidate(`h${i}`);
+        await until(async () => (await w.call('peek', { key: `h${i}` })) === null, 5000, `h${i} dropped`);
+      }
+      const pid = w.child.pid!;
+      process.kill(pid, 'SIGSTOP');
+      const frozenUntil = Date.now() + 1500; // the fault's length, not a signal
+      try {
+        // No datagram: the entry waits in the frozen reader's stream, and only I3 keeps 'old' from being served.
+        await plain.invalidate('k');
+        while (Date.now() < frozenUntil) await new Promise((r) => setTimeout(r, frozenUntil - Date.now()));
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      // The very first request after SIGCONT, whatever the worker has processed by then.
+      expect(await w.call('peek', { key: 'k' })).toBeNull();
+    } finally {
+      await w.stop();
+    }
   });
 
   it('close() returns during a silent partition: leaving the registry is not waited for past a bound', async () => {
