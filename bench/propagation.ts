@@ -8,8 +8,9 @@
  * Three rates: one key at a time ('serial': the next round once every reader applied the
  * previous key), paced 100/s and 5,000/s. Baselines in the same run, same processes, same
  * pacing: bare ioredis XADD → XREAD BLOCK (the floor), the same floor measured a second time
- * (`xadd-aa`, the A/A noise control), bare PUBLISH → SUBSCRIBE, and BentoCache 1.x (L1 memory
- * + Redis pub/sub bus: delete → remote L1 delete).
+ * (`xadd-aa`, the A/A noise control), bare PUBLISH → SUBSCRIBE, bare loopback datagrams (`udp`,
+ * one per reader: the floor of `wake: 'host'`), and BentoCache 1.x (L1 memory + Redis pub/sub
+ * bus: delete → remote L1 delete).
  * Targets (issue 15): p50 ≤ 1.3× the XADD → XREAD floor and ≤ 0.7× BentoCache; p99 ≤ 1.5× the floor.
  *
  * Clock: send and apply are stamped with CLOCK_MONOTONIC (process.hrtime), which all
@@ -55,7 +56,7 @@ export const propagation: Benchmark = {
     // 'cachebus-every' (every read a proving read: the reader before plain reads) is measured only
     // when named; 'cachebus-pubsub' and 'cachebus-host' (options wake: 'pubsub' and 'host')
     // always, beside the default, so the choice of default rests on one run.
-    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', ...(bento ? ['bentocache' as const] : [])] as System[])
+    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', 'udp', ...(bento ? ['bentocache' as const] : [])] as System[])
       .filter((s) => (only === undefined ? s !== 'cachebus-every' : only.includes(s)));
     const prefix = randomPrefix();
     const nodes = await BusNodes.start(Math.max(...readerCounts), ctx.redisUrl, prefix);
@@ -93,6 +94,7 @@ export const propagation: Benchmark = {
             const xadd = res.get('xadd');
             const aa = res.get('xadd-aa');
             const pubsub = res.get('pubsub');
+            const udp = res.get('udp');
             const bc = res.get('bentocache');
             if (!cb || !xadd || !aa || !pubsub) continue; // a subset (PROPAGATION_SYSTEMS): logged only
             ctx.log(`propagation: ${pattern}, ${readers} readers, ${rateName}: A/A noise (xadd-aa / xadd): p50 ${(aa.p50 / xadd.p50).toFixed(2)}x, p99 ${(aa.p99 / xadd.p99).toFixed(2)}x`);
@@ -127,6 +129,7 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', opt('p99'), 'µs', ps.p99, "cachebus wake: 'stream' (default)", cb.p99));
               rows.push(row('propagation', opt('reader CPU per key'), 'µs', ps.readerCpuPerKey, "cachebus wake: 'stream' (default)", cb.readerCpuPerKey));
               rows.push(row('propagation', opt('Redis CPU per key'), 'µs', ps.redisCpuPerKey, "cachebus wake: 'stream' (default)", cb.redisCpuPerKey));
+              if (mode === 'host' && udp) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'loopback datagram (bare)', udp.p50));
             }
           }
         }
