@@ -23,20 +23,20 @@ const readers: StreamReader[] = [];
 interface Seen {
   readonly entries: string[];
   readonly gaps: { cause: GapCause; at: number }[];
-  /** Proofs in the order claimed: `at` is the proving read's send time, `when` when it was claimed. */
-  readonly proofs: { at: number; when: number }[];
+  /** Proofs in the order claimed: `at` is the proving read's send time, `when` when it was claimed, `entries` how many were applied then. */
+  readonly proofs: { at: number; when: number; entries: number }[];
   readonly errors: unknown[];
 }
 
-async function reader(opts: { blockMs: number; proofEveryMs: number; hintsFlowing?: () => boolean }): Promise<{ r: StreamReader; seen: Seen }> {
+async function reader(opts: { blockMs: number; proofEveryMs: number; hintsFlowing?: () => boolean; count?: number }, onEntry?: () => void): Promise<{ r: StreamReader; seen: Seen }> {
   const seen: Seen = { entries: [], gaps: [], proofs: [], errors: [] };
   const conn = new Redis(redis.url, { maxRetriesPerRequest: null, autoResendUnfulfilledCommands: false, connectionName: 'proof-reads:reader' });
   const r = new StreamReader(conn, { stream, origin: 'reader', count: 100, maxEntryBytes: 65_536, ...opts }, {
-    onEntry: (e) => { seen.entries.push(e.id); },
+    onEntry: (e) => { seen.entries.push(e.id); onEntry?.(); },
     onGap: (cause) => { seen.gaps.push({ cause, at: performance.now() }); },
     onBadEntry: () => undefined,
     onStatus: () => undefined,
-    onCaughtUp: (at) => { seen.proofs.push({ at, when: performance.now() }); },
+    onCaughtUp: (at) => { seen.proofs.push({ at, when: performance.now(), entries: seen.entries.length }); },
     onError: (err) => { seen.errors.push(err); },
   });
   readers.push(r);
@@ -140,6 +140,46 @@ describe('proving reads and plain reads', () => {
     const last = performance.now();
     // Proofs keep coming with no traffic, each sent after the last entry.
     await until(() => seen.proofs.filter((p) => p.at > last).length >= 3, 5000, 'three proofs after the traffic');
+    expect(seen.gaps).toEqual([]);
+  });
+
+  it('a large reply is applied in slices, the event loop turning between them, and its proof is claimed only after its last entry', async () => {
+    await publish('warmup');
+    // Hints "flow": the reader sends only its proving reads, so the 1,000 entries come in one reply.
+    let applied = 0;
+    let turn = 0;
+    const turns: number[] = [];
+    const { seen } = await reader({ blockMs: 1000, proofEveryMs: 300, count: 2000, hintsFlowing: () => true }, () => {
+      applied++;
+      turns.push(turn);
+      const until = performance.now() + 0.02; // a handler that takes 20 µs: the reply takes 20 ms
+      while (performance.now() < until);
+    });
+    await until(() => seen.proofs.length >= 2, 5000, 'a proof after start');
+    const n = 1000;
+    const ids: string[] = [];
+    const proofsBefore = seen.proofs.length;
+    const appliedBefore = seen.entries.length;
+    const tx = raw.multi(); // all at once: one proving read takes them all
+    for (let i = 0; i < n; i++) tx.evalsha(publishScript.sha, 1, stream, ...appendArgs([['v', '1', 'o', 'pub', 'k', JSON.stringify([`k${i}`])]], { kind: '' }));
+    for (const [err, res] of (await tx.exec())!) { expect(err).toBeNull(); ids.push((res as string[])[0]!); }
+    let ticking = true;
+    const tick = (): void => { turn++; if (ticking) setImmediate(tick); };
+    tick();
+    try {
+      await until(() => seen.entries.includes(ids[n - 1]!), 10_000, 'every entry applied');
+    } finally {
+      ticking = false;
+    }
+    expect(seen.entries.slice(-n)).toEqual(ids);
+    const mine = turns.slice(-n);
+    expect(new Set(mine).size).toBeGreaterThan(3); // slices of about 1 ms: other callbacks ran between them
+    // No proof was claimed while the reply was being applied (between its slices): each proof
+    // claimed since saw none of its entries applied, or all of them.
+    await until(() => seen.proofs.length > proofsBefore, 5000, 'a proof after the reply');
+    const partial = seen.proofs.slice(proofsBefore).filter((p) => p.entries > appliedBefore && p.entries < appliedBefore + n);
+    expect(partial).toEqual([]);
+    expect(applied).toBe(appliedBefore + n);
     expect(seen.gaps).toEqual([]);
   });
 });
