@@ -118,7 +118,7 @@ export class Bus {
       // Sends even without a reader (a relay-mode cache publishes too); listens only with one.
       this.#hostWake = new HostWake(
         this.client,
-        { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, maxEntryBytes: opts.maxEntryBytes, receive: hinting },
+        { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, receive: hinting },
         { onHint: onHintArrived, onError: (err) => handlers.onError(err) },
       );
     }
@@ -132,7 +132,7 @@ export class Bus {
       streamMaxAgeMs: opts.streamMaxAgeMs,
       onBacklog: opts.onBacklog,
       wakeChannel: this.#wakeChannel,
-      onEntries: hostWake === undefined ? undefined : (entries) => hostWake.send(entries),
+      hint: hostWake === undefined ? undefined : (inv) => hostWake.send(inv),
     });
     if (!opts.publishOnly) {
       const pause = hinting ? Math.min(kHintedReadPauseMs, defaultProofEveryMs(opts.blockMs)) : 0;
@@ -243,12 +243,12 @@ export class Bus {
    */
   appendArgsFor(inv: Partial<Invalidation>): Appended {
     const { args, entries } = this.#publisher.appendArgsFor(inv);
-    return { args, hint: () => this.#hintAppended(entries) };
+    return { args, hint: () => this.#hintAppended(inv, entries) };
   }
 
-  #hintAppended(entries: readonly (readonly string[])[]): void {
+  #hintAppended(inv: Partial<Invalidation>, entries: readonly (readonly string[])[]): void {
     if (this.#hinting) this.#lastOwnAt = performance.now();
-    this.#hostWake?.send(entries);
+    this.#hostWake?.send({ keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false });
     if (this.#wakeChannel !== undefined) {
       // No ID is known here (the script does not return it): the hint names none.
       for (const fields of entries) this.client.publish(this.#wakeChannel, JSON.stringify([ZERO_ID, fields])).catch(() => undefined);

@@ -1,17 +1,22 @@
+import { timingSafeEqual } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { hostname } from 'node:os';
 import type { RedisClient } from './connection.js';
 import { LUA_NOW, Script } from './script.js';
 import { ZERO_ID } from './stream-id.js';
-import { decode } from './wire.js';
+import { sign, type DecodedEntry, type Invalidation } from './wire.js';
 import { deliverHint, type WakeHandlers, type WakeStats } from './wake.js';
 
 /** Each cache re-registers (and re-reads the peer list) this often (ms). */
 export const kPeerBeatMs = 1000;
 /** A peer that has not re-registered for this long (Redis time, ms) is dropped from the registry. */
 export const kPeerTtlMs = 5000;
-/** The largest datagram sent; an entry whose datagram would be larger comes with the stream only. */
+/** The largest datagram sent or taken; an invalidation whose datagram would be larger comes with the stream only. */
 export const kMaxDatagramBytes = 60_000;
+/** The datagram format's version (docs/wire-format.md, "Hints beside the stream"). */
+const kHintVersion = 'h1';
+/** Hex characters of an HMAC-SHA256 signature. */
+const kSigChars = 64;
 const kLoopback = '127.0.0.1';
 /** How long close() waits for Redis to take this cache off the registry (ms). */
 const kLeaveWaitMs = 500;
@@ -31,7 +36,6 @@ export interface HostWakeOptions {
   readonly tag: string;
   readonly origin: string;
   readonly secret?: string | Buffer | undefined;
-  readonly maxEntryBytes: number;
   /** Listen for peers' datagrams (false: a cache that only publishes, such as one whose host relay reads). */
   readonly receive: boolean;
 }
@@ -60,17 +64,58 @@ end
 return redis.call('ZRANGE', KEYS[1], 0, -1)`);
 
 /**
+ * One invalidation as a datagram (docs/wire-format.md): the JSON text
+ * `["h1", tag, origin, keys, tags, clear]`, preceded, when a secret is set, by the 64 hex
+ * characters of its HMAC-SHA256. Not an entry's fields: a hint goes out as the call is made,
+ * before the entry is encoded, and the receiver parses one JSON text (issue 15: each step before
+ * the first `sendmsg` costs several times more in a process that was idle).
+ */
+export function encodeHint(inv: Invalidation, tag: string, origin: string, secret: string | Buffer | undefined): Buffer {
+  const body = JSON.stringify([kHintVersion, tag, origin, inv.keys, inv.tags, inv.clear ? 1 : 0]);
+  return Buffer.from(secret === undefined ? body : sign(secret, body) + body);
+}
+
+function allStrings(list: unknown[]): boolean {
+  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') return false;
+  return true;
+}
+
+/**
+ * Decodes a datagram of `encodeHint`; throws when it is not a valid hint of namespace `tag`
+ * (malformed, another version or namespace, unsigned or wrongly signed when `secret` is set).
+ * A signed datagram is taken without a secret, as a signed entry is. Plain loops and one
+ * `JSON.parse`: this runs in a process the datagram just woke.
+ */
+export function decodeHint(msg: Buffer, tag: string, secret: string | Buffer | undefined): DecodedEntry {
+  if (msg.length > kMaxDatagramBytes + kSigChars) throw new Error('oversized');
+  const signed = msg[0] !== 0x5b; // '[': the body, unsigned
+  const body = msg.toString('utf8', signed ? kSigChars : 0);
+  if (secret !== undefined) {
+    if (!signed || msg.length < kSigChars) throw new Error('unsigned');
+    if (!timingSafeEqual(msg.subarray(0, kSigChars), Buffer.from(sign(secret, body)))) throw new Error('wrongly signed');
+  }
+  const m: unknown = JSON.parse(body);
+  if (!Array.isArray(m) || m.length !== 6 || m[0] !== kHintVersion || m[1] !== tag) throw new Error('not a hint of this namespace');
+  const origin: unknown = m[2], keys: unknown = m[3], tags: unknown = m[4], clear: unknown = m[5];
+  if (typeof origin !== 'string' || !Array.isArray(keys) || !Array.isArray(tags) || !allStrings(keys) || !allStrings(tags) || (clear !== 0 && clear !== 1)) {
+    throw new Error('malformed');
+  }
+  if (keys.length === 0 && tags.length === 0 && clear === 0) throw new Error('empty');
+  return { id: ZERO_ID, origin, time: 0, keys: keys as string[], tags: tags as string[], clear: clear === 1 }; // a datagram names no stream ID
+}
+
+/**
  * Option `wake: 'host'` (docs/wake-up.md): workers on one host tell each other of an
- * invalidation directly, one loopback UDP datagram per peer, sent as the publish script goes
- * to Redis. A datagram is one hop where Redis pub/sub is two (publisher → Redis → subscriber),
+ * invalidation directly, one loopback UDP datagram per peer, sent within the `invalidate()`
+ * call (bus/publisher.ts), before the publish script goes to Redis. A datagram is one hop where Redis pub/sub is two (publisher → Redis → subscriber),
  * so the keys drop in a same-host peer before Redis has even answered the publisher.
  *
  * **The stream stays the source of truth**, as with `'pubsub'` hints (bus/wake.ts): a
  * datagram is only an extra, early drop; every entry is still read, chain-checked and applied
  * from the stream. A lost datagram (a peer that joined less than a beat ago, a full socket
  * buffer, a peer on another host) only means the drop comes with the stream. Datagrams are
- * decoded as entries are (size bound, version, HMAC when `secret` is set): a forged one is
- * ignored, and the worst a valid-looking one can do is drop keys.
+ * checked as entries are (size bound, version, HMAC when `secret` is set; `decodeHint`): a
+ * forged one is ignored, and the worst a valid-looking one can do is drop keys.
  *
  * Peers find each other through a registry in Redis (one sorted set per namespace): each cache
  * re-registers every second and reads the list back; peers whose origin names another host are
@@ -114,18 +159,16 @@ export class HostWake {
     this.#timer.unref();
   }
 
-  /** Sends each entry (its XADD fields) to every peer on this host. Never throws. */
-  send(entries: readonly (readonly string[])[]): void {
+  /** Sends one invalidation to every peer on this host. Never throws. */
+  send(inv: Invalidation): void {
     const ports = this.#ports;
     if (this.#closed || ports.length === 0) return;
     try {
-      for (const fields of entries) {
-        const msg = Buffer.from(JSON.stringify([this.#opts.tag, fields]));
-        if (msg.length > kMaxDatagramBytes) continue;
-        for (const port of ports) {
-          this.#socket.send(msg, port, kLoopback);
-          this.stats.sent++;
-        }
+      const msg = encodeHint(inv, this.#opts.tag, this.#opts.origin, this.#opts.secret);
+      if (msg.length > kMaxDatagramBytes + kSigChars) return;
+      for (const port of ports) {
+        this.#socket.send(msg, port, kLoopback);
+        this.stats.sent++;
       }
     } catch (err) {
       this.#h.onError(err); // a hint lost: the stream still carries the entry, and the publish goes on
@@ -165,11 +208,7 @@ export class HostWake {
 
   #onMessage(msg: Buffer): void {
     if (this.#closed) return;
-    const { tag, origin, secret, maxEntryBytes } = this.#opts;
-    deliverHint(this.stats, this.#h, origin, () => {
-      const m: unknown = JSON.parse(msg.toString('utf8'));
-      if (!Array.isArray(m) || m[0] !== tag) throw new Error('not [tag, fields] of this namespace');
-      return decode(ZERO_ID, m[1], { secret, maxEntryBytes }); // a datagram names no stream ID
-    });
+    const { tag, origin, secret } = this.#opts;
+    deliverHint(this.stats, this.#h, origin, () => decodeHint(msg, tag, secret));
   }
 }

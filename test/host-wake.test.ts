@@ -10,7 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createCache, type Cache } from '../worker-runtime/index.js';
 import { busKeys, peerRegistry, wakeChannel } from '../bus/keys.js';
-import { encode } from '../bus/wire.js';
+import { decodeHint, encodeHint } from '../bus/host-wake.js';
+import { sign } from '../bus/wire.js';
 import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { createItems, ITEMS } from './fixtures/wb-db.js';
 import { TestSchema } from './helpers/pg.js';
@@ -57,11 +58,15 @@ function send(port: number, payload: string): Promise<void> {
   return new Promise((resolve) => s.send(payload, port, '127.0.0.1', () => { s.close(); resolve(); }));
 }
 
+const tag = (): string => wakeChannel(busKeys(prefix, namespace));
+
 /** A datagram as a 'host' publisher sends it. */
 function datagram(keys: string[], opts: { tag?: string; secret?: string; origin?: string } = {}): string {
-  const [fields] = encode({ keys, tags: [], clear: false }, { origin: opts.origin ?? `${hostname()}:1:0:test`, time: Date.now(), secret: opts.secret, maxEntryBytes: 65_536 });
-  return JSON.stringify([opts.tag ?? wakeChannel(busKeys(prefix, namespace)), fields]);
+  return encodeHint({ keys, tags: [], clear: false }, opts.tag ?? tag(), opts.origin ?? `${hostname()}:1:0:test`, opts.secret).toString();
 }
+
+/** The keys of a datagram a test socket got. */
+const keysOf = (d: string): readonly string[] => decodeHint(Buffer.from(d), tag(), undefined).keys;
 
 async function redisNowMs(): Promise<number> {
   const [s, us] = await raw.time();
@@ -114,7 +119,11 @@ describe("wake: 'host'", () => {
     await send(port, datagram(['a'])); // unsigned
     await send(port, datagram(['a'], { secret: 'wrong' }));
     await send(port, datagram(['a'], { secret: 's3cret', tag: `${wakeChannel(busKeys(prefix, 'other'))}` }));
-    await until(() => reader.bus?.hostWakeStats?.ignored === 5, 5000, 'five datagrams ignored');
+    const signed = Buffer.from(datagram(['a'], { secret: 's3cret' }));
+    await send(port, signed.toString().replace('"a"', '"b"')); // the body changed under its signature
+    const v2 = signed.toString().slice(64).replace('"h1"', '"h2"');
+    await send(port, sign('s3cret', v2) + v2); // another version of the format, signed
+    await until(() => reader.bus?.hostWakeStats?.ignored === 7, 5000, 'seven datagrams ignored');
     expect(reader.has('a')).toBe(true);
     expect(reader.bus?.hostWakeStats?.hints).toBe(0);
     await send(port, datagram(['a'], { secret: 's3cret' }));
@@ -143,7 +152,7 @@ describe("wake: 'host'", () => {
     writer.on('error', (e) => errors.push(e));
     await writer.invalidate('k');
     await until(() => live.got.length === 1 && !reader.has('k'), 5000, 'the live peer and the reader got it');
-    expect(JSON.parse(live.got[0]!)[0]).toBe(wakeChannel(busKeys(prefix, namespace)));
+    expect(keysOf(live.got[0]!)).toEqual(['k']);
     // Sent in the same synchronous loop as the live peer's: had they been sent, they would be here.
     await until(() => reader.bus?.hostWakeStats?.hints === 1, 5000, 'the reader counted it');
     expect(otherHost.got).toEqual([]);
@@ -272,6 +281,41 @@ describe("wake: 'host'", () => {
     const started = Date.now();
     await c.close();
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('after a quiet spell the first invalidation leaves within the call; under traffic one datagram per tick carries all its keys', async () => {
+    const peer = await listener();
+    await raw.zadd(registry(), await redisNowMs(), `${peer.port}|${hostname()}:999:0:peer`);
+    const writer = await cache();
+    expect(writer.bus?.hostWakeStats?.peers).toBe(1);
+    const stats = writer.bus!.hostWakeStats!;
+    // Quiet (it never sent): sent before invalidate() returns (no microtask has run), ahead of the publish script.
+    const p = writer.invalidate('q1');
+    expect(stats.sent).toBe(1);
+    // More in the same tick: one more datagram, with the whole batch, as the batch is sent.
+    const more = [writer.invalidate('q2'), writer.invalidate('q3')];
+    expect(stats.sent).toBe(1);
+    await Promise.all([p, ...more]);
+    expect(stats.sent).toBe(2);
+    await until(() => peer.got.length === 2, 5000, 'both datagrams arrived');
+    expect(keysOf(peer.got[0]!)).toEqual(['q1']);
+    expect([...keysOf(peer.got[1]!)].sort()).toEqual(['q1', 'q2', 'q3']);
+    // Traffic: ticks back to back, five invalidations each. A tick hints once (twice only when it
+    // comes after a quiet spell, which a slow machine may make of a few).
+    const ticks = 50;
+    const before = stats.sent;
+    const keys = new Set<string>();
+    for (let t = 0; t < ticks; t++) {
+      const batch = Array.from({ length: 5 }, (_, i) => `t${t}-${i}`);
+      batch.forEach((k) => keys.add(k));
+      await Promise.all(batch.map((k) => writer.invalidate(k)));
+    }
+    const sent = stats.sent - before;
+    expect(sent).toBeGreaterThanOrEqual(ticks);
+    expect(sent).toBeLessThanOrEqual(ticks * 1.5); // always hinting the first call at once: 2 per tick
+    await until(() => peer.got.length === 2 + sent, 5000, 'every datagram arrived');
+    const got = new Set(peer.got.slice(2).flatMap((d) => [...keysOf(d)]));
+    expect(got).toEqual(keys);
   });
 
   it('entries that come with no datagram (a stream-mode publisher) are read as they arrive while no datagram flows', async () => {

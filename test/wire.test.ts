@@ -4,6 +4,7 @@ import { CHAIN_FIELDS_BYTES, newEpoch } from '../bus/lua-append.js';
 import { BadEntryError } from '../bus/errors.js';
 import { compareStreamIds } from '../bus/stream-id.js';
 import { busKeys } from '../bus/keys.js';
+import { decodeHint, encodeHint, kMaxDatagramBytes } from '../bus/host-wake.js';
 
 const fieldsOf = (o: Record<string, string>): string[] => Object.entries(o).flat();
 const opts = { maxEntryBytes: 65_536 };
@@ -94,6 +95,38 @@ describe('wire format', () => {
     expect(() => decode('1-0', good!, { ...opts, secret: 'other' })).toThrow(/does not match/);
     const tampered = good!.map((f) => (f === '["a"]' ? '["b"]' : f));
     expect(() => decode('1-0', tampered, { ...opts, secret: 'k1' })).toThrow(/does not match/);
+  });
+});
+
+describe("same-host datagrams (wake: 'host')", () => {
+  const tag = 'cachebus:{shop}:wake';
+  it('round-trip keys (any characters), tags and clear, signed or not; a signed one is taken without a secret', () => {
+    const inv = { keys: ['a', 'ü "q" \\ \n', '🙂'], tags: ['t'], clear: true };
+    for (const secret of [undefined, 's3']) {
+      const msg = encodeHint(inv, tag, 'host:1:0:ab', secret);
+      expect(decodeHint(msg, tag, secret)).toMatchObject({ ...inv, origin: 'host:1:0:ab' });
+      expect(decodeHint(msg, tag, undefined).keys).toEqual(inv.keys);
+    }
+  });
+
+  it('refuses what is not a hint of this namespace, unsigned or wrongly signed with a secret, empty or oversized', () => {
+    const ok = encodeHint({ keys: ['a'], tags: [], clear: false }, tag, 'o', undefined);
+    const bad = [
+      Buffer.from('[]'),
+      Buffer.from('not json'),
+      encodeHint({ keys: ['a'], tags: [], clear: false }, 'cachebus:{other}:wake', 'o', undefined),
+      Buffer.from(ok.toString().replace('"h1"', '"h2"')),
+      Buffer.from(JSON.stringify(['h1', tag, 'o', [1], [], 0])),
+      Buffer.from(JSON.stringify(['h1', tag, 'o', ['a'], [], 2])),
+      encodeHint({ keys: [], tags: [], clear: false }, tag, 'o', undefined),
+      encodeHint({ keys: ['x'.repeat(kMaxDatagramBytes + 64)], tags: [], clear: false }, tag, 'o', undefined),
+    ];
+    for (const msg of bad) expect(() => decodeHint(msg, tag, undefined)).toThrow();
+    expect(() => decodeHint(ok, tag, 's3')).toThrow(/unsigned/);
+    const signed = encodeHint({ keys: ['a'], tags: [], clear: false }, tag, 'o', 'other');
+    expect(() => decodeHint(signed, tag, 's3')).toThrow(/wrongly signed/);
+    const tampered = Buffer.from(encodeHint({ keys: ['a'], tags: [], clear: false }, tag, 'o', 's3').toString().replace('"a"', '"b"'));
+    expect(() => decodeHint(tampered, tag, 's3')).toThrow(/wrongly signed/);
   });
 });
 

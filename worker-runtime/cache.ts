@@ -191,8 +191,11 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   async invalidate(...keys: string[]): Promise<void> {
     this.#assertOpen();
     for (const k of keys) this.#checkKey(k);
-    this.applyInvalidation(keys, EMPTY, 'invalidate');
-    await this.#publish({ keys });
+    // Published first, dropped here next, both before this returns: a same-host hint
+    // (wake: 'host') leaves before the local drop's work (issue 15).
+    const published = this.#publish({ keys });
+    this.#afterPublish(published, () => this.applyInvalidation(keys, EMPTY, 'invalidate'));
+    await published;
   }
 
   /**
@@ -212,8 +215,9 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   async invalidateTags(...tags: string[]): Promise<void> {
     this.#assertOpen();
     for (const t of tags) this.#checkKey(t, 'tag');
-    this.applyInvalidation(EMPTY, tags, 'tag');
-    await this.#publish({ tags });
+    const published = this.#publish({ tags }); // as in invalidate()
+    this.#afterPublish(published, () => this.applyInvalidation(EMPTY, tags, 'tag'));
+    await published;
   }
 
   /** Clears every cache of the namespace. */
@@ -366,6 +370,16 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     } catch (err) {
       this.stats.publishErrors++;
       throw err instanceof PublishError ? err : new PublishError(String(err), { cause: err });
+    }
+  }
+
+  /** Runs `fn` (the local drop) once `published` is under way; if `fn` throws, the publish's outcome is not left unhandled. */
+  #afterPublish(published: Promise<void>, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      published.catch(() => undefined);
+      throw err;
     }
   }
 
