@@ -94,17 +94,19 @@ export class Publisher {
   publish(inv: Partial<Invalidation>): Promise<string[]> {
     let p = this.#pending;
     if (p === undefined) {
-      let resolve!: (ids: string[]) => void, reject!: (err: unknown) => void;
-      const promise = new Promise<string[]>((res, rej) => { resolve = res; reject = rej; });
-      p = { keys: new Set(), tags: new Set(), clear: false, hinted: false, promise, resolve, reject };
-      this.#pending = p;
-      queueMicrotask(() => this.#flush());
+      // After a quiet spell, the hint first: before anything else is done for the publish.
       const hint = this.#opts.hint;
-      if (hint !== undefined && performance.now() - this.#hintedAt >= kHintQuietMs) {
-        this.#hintedAt = performance.now();
-        p.hinted = true;
+      const now = hint === undefined ? 0 : performance.now();
+      const hinted = hint !== undefined && now - this.#hintedAt >= kHintQuietMs;
+      if (hinted) {
+        this.#hintedAt = now;
         hint({ keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false });
       }
+      let resolve!: (ids: string[]) => void, reject!: (err: unknown) => void;
+      const promise = new Promise<string[]>((res, rej) => { resolve = res; reject = rej; });
+      p = { keys: new Set(), tags: new Set(), clear: false, hinted, promise, resolve, reject };
+      this.#pending = p;
+      queueMicrotask(() => this.#flush());
     } else {
       p.hinted = false; // more joined: the batch is hinted as it is sent
     }
