@@ -92,6 +92,8 @@ export class Publisher {
 
   /** Queues an invalidation; resolves with the stream IDs once the batch is in the stream. */
   publish(inv: Partial<Invalidation>): Promise<string[]> {
+    // Nothing to publish: an entry without keys, tags or clear is one every reader refuses (I7).
+    if (!inv.clear && !inv.keys?.length && !inv.tags?.length) return this.#pending?.promise ?? Promise.resolve([]);
     let p = this.#pending;
     if (p === undefined) {
       // After a quiet spell, the hint first: before anything else is done for the publish.

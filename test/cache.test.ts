@@ -131,6 +131,21 @@ describe('invalidation across caches', () => {
     expect(entries).toHaveLength(1);
   });
 
+  for (const wake of ['stream', 'host'] as const) {
+    it(`invalidate() and invalidateTags() of nothing publish nothing: no empty entry for every reader to count as malformed (wake: '${wake}')`, async () => {
+      const a = await make({ wake });
+      const b = await make({ wake });
+      await Promise.all([a.invalidate(), a.invalidateTags(), a.invalidate(...[])]);
+      const received = waitForEvent(b, 'received');
+      await a.invalidate('k'); // then a real one, which b applies
+      await received;
+      expect(await raw.xlen(busKeys(prefix, 'shop').stream)).toBe(1);
+      expect(b.stats.badEntries.malformed).toBe(0);
+      expect(b.stats.entriesReceived).toBe(1);
+      expect(b.bus?.hostWakeStats?.ignored ?? 0).toBe(0);
+    });
+  }
+
   it('set stores locally and makes other caches drop their copy', async () => {
     const a = await make();
     const b = await make();

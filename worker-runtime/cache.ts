@@ -190,6 +190,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   /** Drops the keys here at once; resolves once the invalidation is in the stream. */
   async invalidate(...keys: string[]): Promise<void> {
     this.#assertOpen();
+    if (keys.length === 0) return; // nothing to drop, nothing to publish
     for (const k of keys) this.#checkKey(k);
     // Published first, dropped here next, both before this returns: a same-host hint
     // (wake: 'host') leaves before the local drop's work (issue 15).
@@ -214,6 +215,7 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
   /** Drops every entry carrying one of the tags, here and in every worker. */
   async invalidateTags(...tags: string[]): Promise<void> {
     this.#assertOpen();
+    if (tags.length === 0) return;
     for (const t of tags) this.#checkKey(t, 'tag');
     const published = this.#publish({ tags }); // as in invalidate()
     this.#afterPublish(published, () => this.applyInvalidation(EMPTY, tags, 'tag'));
