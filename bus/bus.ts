@@ -109,10 +109,13 @@ export class Bus {
     this.#hinting = hinting;
     this.#wakeChannel = opts.wake === 'pubsub' ? wakeChannel(this.keys) : undefined;
     const onHintArrived = (e: DecodedEntry): void => {
-      if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
-      this.#lastHintAt = performance.now();
-      this.#noteHintOrigin(e.origin, this.#lastHintAt);
-      onHint?.(e);
+      try {
+        onHint?.(e); // the drop first: the bookkeeping below is for the reader's next decision, not for this hint
+      } finally {
+        if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
+        this.#lastHintAt = performance.now();
+        this.#noteHintOrigin(e.origin, this.#lastHintAt);
+      }
     };
     if (opts.wake === 'host') {
       // Sends even without a reader (a relay-mode cache publishes too); listens only with one.
