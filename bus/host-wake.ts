@@ -64,6 +64,15 @@ end
 return redis.call('ZRANGE', KEYS[1], 0, -1)`);
 
 /**
+ * A UDP socket for the 127.0.0.1 literal: its lookup answers synchronously, so that a datagram
+ * leaves within `send()`, before the publish script is written to Redis (dgram's default lookup
+ * defers each send to the next tick). Every address it is given must be an IPv4 literal.
+ */
+export function loopbackSocket(): Socket {
+  return createSocket({ type: 'udp4', lookup: (address, _family, cb) => { (cb as (e: null, a: string, f: number) => void)(null, address, 4); } });
+}
+
+/**
  * One invalidation as a datagram (docs/wire-format.md): the JSON text
  * `["h1", tag, origin, keys, tags, clear]`, preceded, when a secret is set, by the 64 hex
  * characters of its HMAC-SHA256. Not an entry's fields: a hint goes out as the call is made,
@@ -137,10 +146,7 @@ export class HostWake {
     this.#client = client;
     this.#opts = opts;
     this.#h = handlers;
-    // Every address is the 127.0.0.1 literal: resolve it synchronously, so that a datagram leaves
-    // within send(), before the publish script is written to Redis (dgram's default lookup
-    // defers each send to the next tick).
-    this.#socket = createSocket({ type: 'udp4', lookup: (address, _family, cb) => { (cb as (e: null, a: string, f: number) => void)(null, address, 4); } });
+    this.#socket = loopbackSocket();
     this.#socket.on('error', (err: unknown) => { if (!this.#closed) this.#h.onError(err); });
     if (opts.receive) this.#socket.on('message', (msg: Buffer) => this.#onMessage(msg));
   }
