@@ -10,7 +10,7 @@ import type { Appended } from './lua-append.js';
 import { Publisher } from './publisher.js';
 import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
 import { compareStreamIds, ZERO_ID } from './stream-id.js';
-import type { DecodedEntry, Invalidation } from './wire.js';
+import { completeInvalidation, type DecodedEntry, type Invalidation } from './wire.js';
 import { WakeHints, type WakeHandlers } from './wake.js';
 
 export interface BusOptions {
@@ -251,7 +251,7 @@ export class Bus {
 
   #hintAppended(inv: Partial<Invalidation>, entries: readonly (readonly string[])[]): void {
     if (this.#hinting) this.#lastOwnAt = performance.now();
-    this.#hostWake?.send({ keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false });
+    this.#hostWake?.send(completeInvalidation(inv));
     if (this.#wakeChannel !== undefined) {
       // No ID is known here (the script does not return it): the hint names none.
       for (const fields of entries) this.client.publish(this.#wakeChannel, JSON.stringify([ZERO_ID, fields])).catch(() => undefined);

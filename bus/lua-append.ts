@@ -69,7 +69,6 @@ local function cachebus_append_all(stream, argv, from)
 end
 `;
 
-/** Stream retention applied by each XADD. */
 /**
  * An invalidation encoded for a script that appends it itself (`Bus.appendArgsFor`): the
  * `appendArgs` tail, and `hint()` to call once the script ran (the wake-up hints of option `wake`).
@@ -79,6 +78,7 @@ export interface Appended {
   hint(): void;
 }
 
+/** Stream retention applied by each XADD. */
 export type Trim = { readonly kind: '' } | { readonly kind: 'MAXLEN' | 'MINID'; readonly arg: string | number };
 
 /** Characters the script adds to each entry (p, e and their values), reserved by `encode`. */

@@ -4,7 +4,7 @@ import { backoff } from './connection.js';
 import { PublishError } from './errors.js';
 import { appendArgs, publishScript, type Trim } from './lua-append.js';
 import { publishWakeScript } from './lua-publish-wake.js';
-import { encode, type Invalidation } from './wire.js';
+import { completeInvalidation, encode, type Invalidation } from './wire.js';
 
 export interface PublisherOptions {
   readonly stream: string;
@@ -102,7 +102,7 @@ export class Publisher {
       const hinted = hint !== undefined && now - this.#hintedAt >= kHintQuietMs;
       if (hinted) {
         this.#hintedAt = now;
-        hint({ keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false });
+        hint(completeInvalidation(inv));
       }
       let resolve!: (ids: string[]) => void, reject!: (err: unknown) => void;
       const promise = new Promise<string[]>((res, rej) => { resolve = res; reject = rej; });
@@ -140,7 +140,7 @@ export class Publisher {
   appendArgsFor(inv: Partial<Invalidation>): { args: string[]; entries: string[][] } {
     const o = this.#opts;
     const entries = encode(
-      { keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false },
+      completeInvalidation(inv),
       { origin: o.origin, time: Date.now(), secret: o.secret, maxEntryBytes: o.maxEntryBytes },
     );
     const trim: Trim =

@@ -26,6 +26,11 @@ export interface Invalidation {
   readonly clear: boolean;
 }
 
+/** `inv` with its absent parts filled in (no keys, no tags, no clear). */
+export function completeInvalidation(inv: Partial<Invalidation>): Invalidation {
+  return { keys: inv.keys ?? [], tags: inv.tags ?? [], clear: inv.clear ?? false };
+}
+
 export interface DecodedEntry extends Invalidation {
   readonly id: string;
   readonly origin: string;

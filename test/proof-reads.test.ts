@@ -152,8 +152,8 @@ describe('proving reads and plain reads', () => {
     const { seen } = await reader({ blockMs: 1000, proofEveryMs: 300, count: 2000, hintsFlowing: () => true }, () => {
       applied++;
       turns.push(turn);
-      const until = performance.now() + 0.02; // a handler that takes 20 µs: the reply takes 20 ms
-      while (performance.now() < until);
+      const busyUntil = performance.now() + 0.02; // a handler that takes 20 µs: the reply takes 20 ms
+      while (performance.now() < busyUntil);
     });
     await until(() => seen.proofs.length >= 2, 5000, 'a proof after start');
     const n = 1000;

@@ -195,7 +195,8 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     // Published first, dropped here next, both before this returns: a same-host hint
     // (wake: 'host') leaves before the local drop's work (issue 15).
     const published = this.#publish({ keys });
-    this.#afterPublish(published, () => this.applyInvalidation(keys, EMPTY, 'invalidate'));
+    published.catch(() => undefined); // rejects to the caller below; not unhandled should the drop throw
+    this.applyInvalidation(keys, EMPTY, 'invalidate');
     await published;
   }
 
@@ -218,7 +219,8 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     if (tags.length === 0) return;
     for (const t of tags) this.#checkKey(t, 'tag');
     const published = this.#publish({ tags }); // as in invalidate()
-    this.#afterPublish(published, () => this.applyInvalidation(EMPTY, tags, 'tag'));
+    published.catch(() => undefined);
+    this.applyInvalidation(EMPTY, tags, 'tag');
     await published;
   }
 
@@ -372,16 +374,6 @@ export class Cache<V extends Cacheable = Cacheable> extends EventEmitter<CacheEv
     } catch (err) {
       this.stats.publishErrors++;
       throw err instanceof PublishError ? err : new PublishError(String(err), { cause: err });
-    }
-  }
-
-  /** Runs `fn` (the local drop) once `published` is under way; if `fn` throws, the publish's outcome is not left unhandled. */
-  #afterPublish(published: Promise<void>, fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      published.catch(() => undefined);
-      throw err;
     }
   }
 
