@@ -38,6 +38,33 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether a loopback TCP port can be listened on now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * The first of `n` consecutive loopback ports, each free when checked, below Linux's ephemeral
+ * range (32768 and up by default). `freePort` picks in that range, where every server of the
+ * tests that listens on port 0 lands too: a port next to a free one, or one freed and bound again
+ * later (a server restarted on it), may be taken there at any moment. Below it, only an explicit
+ * bind takes a port.
+ */
+export async function freePortRun(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - n));
+    let free = true;
+    for (let i = 0; i < n && free; i++) free = await canListen(base + i);
+    if (free) return base;
+  }
+  throw new Error(`no ${n} consecutive free loopback ports found in 20000-31999`);
+}
+
 /** A redis-server owned by one test, on a free loopback port, stopped by PID. */
 export class TestRedis {
   readonly port: number;
