@@ -10,9 +10,7 @@
  * pacing: bare ioredis XADD → XREAD BLOCK (the floor), the same floor measured a second time
  * (`xadd-aa`, the A/A noise control), bare PUBLISH → SUBSCRIBE, bare loopback datagrams (`udp`,
  * one per reader: the floor of `wake: 'host'`), and BentoCache 1.x (L1 memory + Redis pub/sub
- * bus: delete → remote L1 delete). Options `wake: 'pubsub'`, `'host'` and `'host-first'` are
- * measured beside the default; for the options, also when `invalidate()` resolves (p50: the
- * entry is in the stream, which is when caches on other hosts can read it).
+ * bus: delete → remote L1 delete).
  * Targets (issue 15): p50 ≤ 1.3× the XADD → XREAD floor and ≤ 0.7× BentoCache; p99 ≤ 1.5× the floor.
  *
  * Clock: send and apply are stamped with CLOCK_MONOTONIC (process.hrtime), which all
@@ -40,7 +38,7 @@ export async function bentoAvailable(): Promise<boolean> {
 }
 
 const fmt = (l: Latency): string =>
-  `p50 ${l.p50.toFixed(0)} µs, p99 ${l.p99.toFixed(0)} µs, max ${l.max.toFixed(0)} µs (${l.samples} samples${l.lost ? `, ${l.lost} LOST` : ''}${l.publishErrors ? `, ${l.publishErrors} publish errors` : ''}); CPU µs/key: publisher ${l.publisherCpuPerKey.toFixed(1)}, each reader ${l.readerCpuPerKey.toFixed(1)}, Redis ${l.redisCpuPerKey.toFixed(1)}${Number.isFinite(l.publishedP50) ? `; invalidate() resolves p50 ${l.publishedP50.toFixed(0)} µs` : ''}`;
+  `p50 ${l.p50.toFixed(0)} µs, p99 ${l.p99.toFixed(0)} µs, max ${l.max.toFixed(0)} µs (${l.samples} samples${l.lost ? `, ${l.lost} LOST` : ''}${l.publishErrors ? `, ${l.publishErrors} publish errors` : ''}); CPU µs/key: publisher ${l.publisherCpuPerKey.toFixed(1)}, each reader ${l.readerCpuPerKey.toFixed(1)}, Redis ${l.redisCpuPerKey.toFixed(1)}`;
 
 const list = (name: string): string[] | undefined => process.env[name]?.split(',').map((x) => x.trim()).filter(Boolean);
 
@@ -56,9 +54,9 @@ export const propagation: Benchmark = {
     const bento = await bentoAvailable();
     const only = list('PROPAGATION_SYSTEMS');
     // 'cachebus-every' (every read a proving read: the reader before plain reads) is measured only
-    // when named; 'cachebus-pubsub', 'cachebus-host' and 'cachebus-host-first' (options wake:
-    // 'pubsub', 'host' and 'host-first') always, beside the default, so the choice of default rests on one run.
-    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-host-first', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', 'udp', ...(bento ? ['bentocache' as const] : [])] as System[])
+    // when named; 'cachebus-pubsub' and 'cachebus-host' (options wake: 'pubsub' and 'host')
+    // always, beside the default, so the choice of default rests on one run.
+    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', 'udp', ...(bento ? ['bentocache' as const] : [])] as System[])
       .filter((s) => (only === undefined ? s !== 'cachebus-every' : only.includes(s)));
     const prefix = randomPrefix();
     const nodes = await BusNodes.start(Math.max(...readerCounts), ctx.redisUrl, prefix);
@@ -119,8 +117,7 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', what('reader CPU per key'), 'µs', cb.readerCpuPerKey, 'BentoCache', bc.readerCpuPerKey));
               rows.push(row('propagation', what('Redis CPU per key'), 'µs', cb.redisCpuPerKey, 'BentoCache', bc.redisCpuPerKey));
             }
-            const host = res.get('cachebus-host');
-            for (const [system, mode] of [['cachebus-pubsub', 'pubsub'], ['cachebus-host', 'host'], ['cachebus-host-first', 'host-first']] as const) {
+            for (const [system, mode] of [['cachebus-pubsub', 'pubsub'], ['cachebus-host', 'host']] as const) {
               const ps = res.get(system);
               if (!ps) continue;
               // The option, against the same targets, and against the default (it must win every row to become it).
@@ -132,12 +129,7 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', opt('p99'), 'µs', ps.p99, "cachebus wake: 'stream' (default)", cb.p99));
               rows.push(row('propagation', opt('reader CPU per key'), 'µs', ps.readerCpuPerKey, "cachebus wake: 'stream' (default)", cb.readerCpuPerKey));
               rows.push(row('propagation', opt('Redis CPU per key'), 'µs', ps.redisCpuPerKey, "cachebus wake: 'stream' (default)", cb.redisCpuPerKey));
-              if (mode !== 'pubsub' && udp) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'loopback datagram (bare)', udp.p50));
-              if (mode === 'host-first' && host) {
-                // What waiting for the peers' acknowledgements buys the peers, and costs invalidate() and the other hosts.
-                rows.push(row('propagation', opt('p50'), 'µs', ps.p50, "cachebus wake: 'host'", host.p50));
-                rows.push(row('propagation', opt('invalidate() resolves p50'), 'µs', ps.publishedP50, "cachebus wake: 'host'", host.publishedP50));
-              }
+              if (mode === 'host' && udp) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'loopback datagram (bare)', udp.p50));
             }
           }
         }

@@ -34,11 +34,9 @@ export interface BusOptions {
    * `onHint` handler) subscribe to them, to drop keys before the stream entry is read
    * (bus/wake.ts). `'host'`: send each entry straight to the caches of this host, one loopback
    * UDP datagram per peer, and (with a reader and an `onHint` handler) take theirs
-   * (bus/host-wake.ts). `'host-first'`: as `'host'`, and each publish writes its stream entry
-   * once the same-host peers have acknowledged their datagrams (at most `kAckWaitMs` later).
-   * The stream stays the source of truth. @defaultValue 'stream'
+   * (bus/host-wake.ts). The stream stays the source of truth. @defaultValue 'stream'
    */
-  readonly wake?: 'stream' | 'pubsub' | 'host' | 'host-first' | undefined;
+  readonly wake?: 'stream' | 'pubsub' | 'host' | undefined;
 }
 
 /** The reader's handlers, plus where hints go (option `wake: 'pubsub'` or `'host'`). */
@@ -119,14 +117,11 @@ export class Bus {
         this.#noteHintOrigin(e.origin, this.#lastHintAt);
       }
     };
-    if (opts.wake === 'host' || opts.wake === 'host-first') {
+    if (opts.wake === 'host') {
       // Sends even without a reader (a relay-mode cache publishes too); listens only with one.
       this.#hostWake = new HostWake(
         this.client,
-        {
-          registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, receive: hinting,
-          awaitPeers: opts.wake === 'host-first',
-        },
+        { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, receive: hinting },
         { onHint: onHintArrived, onError: (err) => handlers.onError(err) },
       );
     }
@@ -224,7 +219,7 @@ export class Bus {
 
   /** Counters of the wake-up hints (undefined unless option `wake: 'pubsub'` subscribed). */
   get wakeStats(): WakeHints['stats'] | undefined { return this.#wake?.stats; }
-  /** Counters of the same-host datagrams (undefined unless option `wake: 'host'` or `'host-first'`). */
+  /** Counters of the same-host datagrams (undefined unless option `wake: 'host'`). */
   get hostWakeStats(): HostWake['stats'] | undefined { return this.#hostWake?.stats; }
 
   get status(): ReaderStatus { return this.#reader?.status ?? 'ready'; }
@@ -256,7 +251,7 @@ export class Bus {
 
   #hintAppended(inv: Partial<Invalidation>, entries: readonly (readonly string[])[]): void {
     if (this.#hinting) this.#lastOwnAt = performance.now();
-    this.#hostWake?.send(completeInvalidation(inv), false); // the entry is in the stream already: nothing to wait for
+    this.#hostWake?.send(completeInvalidation(inv));
     if (this.#wakeChannel !== undefined) {
       // No ID is known here (the script does not return it): the hint names none.
       for (const fields of entries) this.client.publish(this.#wakeChannel, JSON.stringify([ZERO_ID, fields])).catch(() => undefined);

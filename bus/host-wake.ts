@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { hostname } from 'node:os';
 import type { RedisClient } from './connection.js';
 import { LUA_NOW, Script } from './script.js';
@@ -18,14 +18,6 @@ const kHintVersion = 'h1';
 /** Hex characters of an HMAC-SHA256 signature. */
 const kSigChars = 64;
 const kLoopback = '127.0.0.1';
-/**
- * Option `wake: 'host-first'`: the longest the publisher waits for its same-host peers to
- * acknowledge a datagram before it writes the stream entry anyway (ms). A peer that is frozen,
- * gone or of an older version (it ignores a hint that asks for an acknowledgement) costs this.
- */
-export const kAckWaitMs = 1;
-/** The first byte of an acknowledgement datagram ('A'; a hint starts with '[' or a lowercase hex signature). */
-const kAckByte = 0x41;
 /** How long close() waits for Redis to take this cache off the registry (ms). */
 const kLeaveWaitMs = 500;
 
@@ -35,10 +27,6 @@ export interface HostWakeStats extends WakeStats {
   sent: number;
   /** Peers on this host that the last registry read listed (this cache excluded). */
   peers: number;
-  /** Option `wake: 'host-first'`: acknowledgements received from peers. */
-  acks: number;
-  /** Option `wake: 'host-first'`: stream writes that went ahead after `kAckWaitMs` without every peer's acknowledgement. */
-  unacked: number;
 }
 
 export interface HostWakeOptions {
@@ -50,13 +38,6 @@ export interface HostWakeOptions {
   readonly secret?: string | Buffer | undefined;
   /** Listen for peers' datagrams (false: a cache that only publishes, such as one whose host relay reads). */
   readonly receive: boolean;
-  /**
-   * Option `wake: 'host-first'`: each datagram asks its peers to acknowledge it, and `send()`
-   * returns a promise that resolves once every peer has, or after `ackWaitMs`.
-   */
-  readonly awaitPeers?: boolean | undefined;
-  /** @defaultValue `kAckWaitMs` (tests set it longer, to hold the write until they acknowledge). */
-  readonly ackWaitMs?: number | undefined;
 }
 
 /**
@@ -93,23 +74,14 @@ export function loopbackSocket(): Socket {
 
 /**
  * One invalidation as a datagram (docs/wire-format.md): the JSON text
- * `["h1", tag, origin, keys, tags, clear]`, or with a seventh element `seq` (a non-negative
- * integer) when the sender asks for an acknowledgement (option `wake: 'host-first'`), preceded,
- * when a secret is set, by the 64 hex characters of its HMAC-SHA256. Not an entry's fields: a
- * hint goes out as the call is made, before the entry is encoded, and the receiver parses one
- * JSON text (issue 15: each step before the first `sendmsg` costs several times more in a
- * process that was idle).
+ * `["h1", tag, origin, keys, tags, clear]`, preceded, when a secret is set, by the 64 hex
+ * characters of its HMAC-SHA256. Not an entry's fields: a hint goes out as the call is made,
+ * before the entry is encoded, and the receiver parses one JSON text (issue 15: each step before
+ * the first `sendmsg` costs several times more in a process that was idle).
  */
-export function encodeHint(inv: Invalidation, tag: string, origin: string, secret: string | Buffer | undefined, seq?: number): Buffer {
-  const fields: unknown[] = [kHintVersion, tag, origin, inv.keys, inv.tags, inv.clear ? 1 : 0];
-  if (seq !== undefined) fields.push(seq);
-  const body = JSON.stringify(fields);
+export function encodeHint(inv: Invalidation, tag: string, origin: string, secret: string | Buffer | undefined): Buffer {
+  const body = JSON.stringify([kHintVersion, tag, origin, inv.keys, inv.tags, inv.clear ? 1 : 0]);
   return Buffer.from(secret === undefined ? body : sign(secret, body) + body);
-}
-
-/** The acknowledgement of hint `seq` (option `wake: 'host-first'`): `A<seq>`, ASCII. */
-export function encodeAck(seq: number): Buffer {
-  return Buffer.from(`A${seq}`, 'latin1');
 }
 
 function allStrings(list: unknown[]): boolean {
@@ -124,11 +96,6 @@ function allStrings(list: unknown[]): boolean {
  * `JSON.parse`: this runs in a process the datagram just woke.
  */
 export function decodeHint(msg: Buffer, tag: string, secret: string | Buffer | undefined): DecodedEntry {
-  return parseHint(msg, tag, secret).entry;
-}
-
-/** `decodeHint`, and the sequence number of a hint that asks to be acknowledged. */
-function parseHint(msg: Buffer, tag: string, secret: string | Buffer | undefined): { entry: DecodedEntry; seq: number | undefined } {
   if (msg.length > kMaxDatagramBytes + kSigChars) throw new Error('oversized');
   const signed = msg[0] !== 0x5b; // '[': the body, unsigned
   const body = msg.toString('utf8', signed ? kSigChars : 0);
@@ -137,16 +104,13 @@ function parseHint(msg: Buffer, tag: string, secret: string | Buffer | undefined
     if (!timingSafeEqual(msg.subarray(0, kSigChars), Buffer.from(sign(secret, body)))) throw new Error('wrongly signed');
   }
   const m: unknown = JSON.parse(body);
-  if (!Array.isArray(m) || (m.length !== 6 && m.length !== 7) || m[0] !== kHintVersion || m[1] !== tag) throw new Error('not a hint of this namespace');
-  const seq: unknown = m[6];
-  if (seq !== undefined && !(Number.isSafeInteger(seq) && (seq as number) >= 0)) throw new Error('malformed');
+  if (!Array.isArray(m) || m.length !== 6 || m[0] !== kHintVersion || m[1] !== tag) throw new Error('not a hint of this namespace');
   const origin: unknown = m[2], keys: unknown = m[3], tags: unknown = m[4], clear: unknown = m[5];
   if (typeof origin !== 'string' || !Array.isArray(keys) || !Array.isArray(tags) || !allStrings(keys) || !allStrings(tags) || (clear !== 0 && clear !== 1)) {
     throw new Error('malformed');
   }
   if (keys.length === 0 && tags.length === 0 && clear === 0) throw new Error('empty');
-  // A datagram names no stream ID.
-  return { entry: { id: ZERO_ID, origin, time: 0, keys: keys as string[], tags: tags as string[], clear: clear === 1 }, seq: seq as number | undefined };
+  return { id: ZERO_ID, origin, time: 0, keys: keys as string[], tags: tags as string[], clear: clear === 1 }; // a datagram names no stream ID
 }
 
 /**
@@ -165,15 +129,9 @@ function parseHint(msg: Buffer, tag: string, secret: string | Buffer | undefined
  * Peers find each other through a registry in Redis (one sorted set per namespace): each cache
  * re-registers every second and reads the list back; peers whose origin names another host are
  * skipped (their 127.0.0.1 is not ours). Nothing is sent beyond 127.0.0.1.
- *
- * Option `wake: 'host-first'` (`awaitPeers`): each datagram asks its peers to acknowledge it,
- * and `send()` returns a promise the publisher waits for before it writes the stream entry:
- * resolved once every peer has acknowledged, or after `kAckWaitMs`. Every receiver acknowledges
- * a valid hint that asks, once it has handed it over (the keys are dropped). An acknowledgement
- * only ever lets the write go sooner, so a forged one can do no more than `'host'` does.
  */
 export class HostWake {
-  readonly stats: HostWakeStats = { hints: 0, ignored: 0, sent: 0, peers: 0, acks: 0, unacked: 0 };
+  readonly stats: HostWakeStats = { hints: 0, ignored: 0, sent: 0, peers: 0 };
   readonly #client: RedisClient;
   readonly #opts: HostWakeOptions;
   readonly #h: WakeHandlers;
@@ -183,9 +141,6 @@ export class HostWake {
   #member = '';
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
-  /** Option `awaitPeers`: the last hint's sequence number, and the hints waiting for acknowledgements. */
-  #seq = 0;
-  readonly #waits = new Map<number, { left: number; done: () => void }>();
 
   constructor(client: RedisClient, opts: HostWakeOptions, handlers: WakeHandlers) {
     this.#client = client;
@@ -193,7 +148,7 @@ export class HostWake {
     this.#h = handlers;
     this.#socket = loopbackSocket();
     this.#socket.on('error', (err: unknown) => { if (!this.#closed) this.#h.onError(err); });
-    if (opts.receive || opts.awaitPeers) this.#socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.#onMessage(msg, rinfo));
+    if (opts.receive) this.#socket.on('message', (msg: Buffer) => this.#onMessage(msg));
   }
 
   /** Binds 127.0.0.1 (an ephemeral port), registers, reads the peers, and keeps beating. */
@@ -210,28 +165,20 @@ export class HostWake {
     this.#timer.unref();
   }
 
-  /**
-   * Sends one invalidation to every peer on this host. Never throws. With `awaitPeers`, returns
-   * a promise that resolves once every peer acknowledged it, or after `ackWaitMs` (never rejects);
-   * otherwise, or when nothing was sent, undefined. `ask` false: no acknowledgement asked for
-   * (a write-behind write's hint, sent once its script has written the stream entry).
-   */
-  send(inv: Invalidation, ask = true): Promise<void> | undefined {
+  /** Sends one invalidation to every peer on this host. Never throws. */
+  send(inv: Invalidation): void {
     const ports = this.#ports;
-    if (this.#closed || ports.length === 0) return undefined;
-    const seq = ask && this.#opts.awaitPeers ? ++this.#seq : undefined;
+    if (this.#closed || ports.length === 0) return;
     try {
-      const msg = encodeHint(inv, this.#opts.tag, this.#opts.origin, this.#opts.secret, seq);
-      if (msg.length > kMaxDatagramBytes + kSigChars) return undefined;
+      const msg = encodeHint(inv, this.#opts.tag, this.#opts.origin, this.#opts.secret);
+      if (msg.length > kMaxDatagramBytes + kSigChars) return;
       for (const port of ports) {
         this.#socket.send(msg, port, kLoopback);
         this.stats.sent++;
       }
     } catch (err) {
       this.#h.onError(err); // a hint lost: the stream still carries the entry, and the publish goes on
-      return undefined;
     }
-    return seq === undefined ? undefined : this.#awaitAcks(seq, ports.length);
   }
 
   /**
@@ -242,7 +189,6 @@ export class HostWake {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    for (const w of [...this.#waits.values()]) w.done();
     this.#socket.close();
     if (this.#member === '') return;
     let timer: NodeJS.Timeout | undefined;
@@ -266,51 +212,9 @@ export class HostWake {
     this.stats.peers = ports.length;
   }
 
-  #awaitAcks(seq: number, peers: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.stats.unacked++;
-        done();
-      }, this.#opts.ackWaitMs ?? kAckWaitMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#waits.delete(seq);
-        resolve();
-      };
-      this.#waits.set(seq, { left: peers, done });
-    });
-  }
-
-  #onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+  #onMessage(msg: Buffer): void {
     if (this.#closed) return;
-    if (msg[0] === kAckByte) {
-      this.#onAck(msg);
-      return;
-    }
-    if (!this.#opts.receive) return;
     const { tag, origin, secret } = this.#opts;
-    let seq: number | undefined;
-    deliverHint(this.stats, this.#h, origin, () => {
-      const h = parseHint(msg, tag, secret);
-      seq = h.seq;
-      return h.entry;
-    });
-    // Handed over (the keys dropped): acknowledged, to its sender on this host only.
-    if (seq !== undefined && rinfo.address === kLoopback) {
-      try {
-        this.#socket.send(encodeAck(seq), rinfo.port, kLoopback);
-      } catch (err) {
-        this.#h.onError(err); // the sender writes the stream entry after kAckWaitMs anyway
-      }
-    }
-  }
-
-  #onAck(msg: Buffer): void {
-    if (msg.length > 17) return; // 'A' and at most 16 digits
-    const seq = Number(msg.toString('latin1', 1));
-    if (!Number.isSafeInteger(seq)) return;
-    this.stats.acks++;
-    const w = this.#waits.get(seq);
-    if (w !== undefined && --w.left <= 0) w.done();
+    deliverHint(this.stats, this.#h, origin, () => decodeHint(msg, tag, secret));
   }
 }

@@ -28,11 +28,9 @@ export interface PublisherOptions {
    * Option `wake: 'host'` (the datagrams to same-host peers, bus/host-wake.ts): called with each
    * batch (the invalidations of one tick) first thing as it is sent, before it is encoded; after
    * a quiet spell (`kHintQuietMs`), with the tick's first invalidation at once, within
-   * `publish()`, and then with the batch only if more joined it. Must not throw. When it returns
-   * a promise (option `wake: 'host-first'`: the peers' acknowledgements), the batch's stream
-   * entry is written once it settles; it must never reject.
+   * `publish()`, and then with the batch only if more joined it. Must not throw.
    */
-  readonly hint?: ((inv: Invalidation) => Promise<void> | undefined) | undefined;
+  readonly hint?: ((inv: Invalidation) => void) | undefined;
 }
 
 interface Batch {
@@ -44,8 +42,6 @@ interface Batch {
 interface Pending extends Batch {
   /** Its first invalidation was hinted at once, and none joined it since. */
   hinted: boolean;
-  /** What that hint returned: the stream write waits for it (option `wake: 'host-first'`). */
-  acked: Promise<void> | undefined;
   promise: Promise<string[]>;
   resolve: (ids: string[]) => void;
   reject: (err: unknown) => void;
@@ -104,14 +100,13 @@ export class Publisher {
       const hint = this.#opts.hint;
       const now = hint === undefined ? 0 : performance.now();
       const hinted = hint !== undefined && now - this.#hintedAt >= kHintQuietMs;
-      let acked: Promise<void> | undefined;
       if (hinted) {
         this.#hintedAt = now;
-        acked = hint(completeInvalidation(inv));
+        hint(completeInvalidation(inv));
       }
       let resolve!: (ids: string[]) => void, reject!: (err: unknown) => void;
       const promise = new Promise<string[]>((res, rej) => { resolve = res; reject = rej; });
-      p = { keys: new Set(), tags: new Set(), clear: false, hinted, acked, promise, resolve, reject };
+      p = { keys: new Set(), tags: new Set(), clear: false, hinted, promise, resolve, reject };
       this.#pending = p;
       queueMicrotask(() => this.#flush());
     } else {
@@ -158,15 +153,14 @@ export class Publisher {
   /**
    * Appends a batch (plus the whole backlog) to the stream; on failure the batch joins the
    * backlog. `hint`: the batch is hinted first (the backlog was hinted when first published).
-   * `acked`: the stream write waits for it (what the batch's hint returned).
    */
-  #send(batch: Batch, hint = false, acked?: Promise<void>): Promise<string[]> {
+  #send(batch: Batch, hint = false): Promise<string[]> {
     const o = this.#opts;
     // Before anything else: each step before the first sendmsg costs several times more in a
     // process that was idle (issue 15).
     if (hint && o.hint !== undefined) {
       this.#hintedAt = performance.now();
-      acked = o.hint({ keys: [...batch.keys], tags: [...batch.tags], clear: batch.clear });
+      o.hint({ keys: [...batch.keys], tags: [...batch.tags], clear: batch.clear });
     }
     const backlog = this.#backlog;
     this.#backlog = undefined;
@@ -189,10 +183,9 @@ export class Publisher {
     const owed = sizeOf(backlog);
     this.#owed += owed;
     const args = appendArgs(entries, trim);
-    const write = (): Promise<string[]> => (o.wakeChannel === undefined
+    const sent = o.wakeChannel === undefined
       ? publishScript.run<string[]>(this.#client, [o.stream], args)
-      : publishWakeScript.run<string[]>(this.#client, [o.stream], [o.wakeChannel, ...args]));
-    const sent = acked === undefined ? write() : acked.then(write);
+      : publishWakeScript.run<string[]>(this.#client, [o.stream], [o.wakeChannel, ...args]);
     return sent.then(
       (ids) => {
         this.#owed -= owed;
@@ -244,7 +237,7 @@ export class Publisher {
     const p = this.#pending;
     if (p === undefined) return;
     this.#pending = undefined;
-    const done = this.#send(p, !p.hinted, p.hinted ? p.acked : undefined).then(p.resolve, p.reject);
+    const done = this.#send(p, !p.hinted).then(p.resolve, p.reject);
     this.#track(done);
   }
 }

@@ -80,16 +80,15 @@ describe('bench smoke', () => {
   it('propagation measures every (reader, key) pair of cachebus and its three baselines', async () => {
     const rows = await smoke('propagation');
     // 2 patterns × 3 rates × (p50 × 4 baselines incl. the A/A floor, p99 × 2, max, reader and Redis CPU × 2 baselines,
-    // and options wake: 'pubsub', 'host' and 'host-first': each p50 × 3 baselines incl. the default, p99 × 2, reader and Redis CPU vs the default;
-    // 'host' and 'host-first' p50 also against bare loopback datagrams, their floor; 'host-first' p50 and invalidate() resolving against 'host')
-    expect(rows).toHaveLength(216);
+    // and options wake: 'pubsub' and 'host': each p50 × 3 baselines incl. the default, p99 × 2, reader and Redis CPU vs the default;
+    // 'host' p50 also against bare loopback datagrams, its floor)
+    expect(rows).toHaveLength(156);
     expect(rows.every((r) => !/LOST/.test(r.metric))).toBe(true);
     expect(rows.every((r) => r.value! > 0 && r.baselineValue! > 0)).toBe(true);
-    expect(new Set(rows.map((r) => r.baseline))).toEqual(new Set(['XADD→XREAD', 'XADD→XREAD (A/A: the floor again)', 'PUBLISH→SUBSCRIBE', 'BentoCache', "cachebus wake: 'stream' (default)", 'loopback datagram (bare)', "cachebus wake: 'host'"]));
+    expect(new Set(rows.map((r) => r.baseline))).toEqual(new Set(['XADD→XREAD', 'XADD→XREAD (A/A: the floor again)', 'PUBLISH→SUBSCRIBE', 'BentoCache', "cachebus wake: 'stream' (default)", 'loopback datagram (bare)']));
     expect(rows.filter((r) => r.metric.endsWith("wake: 'pubsub'"))).toHaveLength(42);
     expect(rows.filter((r) => r.metric.endsWith("wake: 'host'"))).toHaveLength(48);
-    expect(rows.filter((r) => r.metric.endsWith("wake: 'host-first'"))).toHaveLength(60);
-    expect(new Set(rows.map((r) => r.metric.split(',')[0]))).toEqual(new Set(['cold p50', 'cold p99', 'cold max', 'cold reader CPU per key', 'cold Redis CPU per key', 'rti p50', 'rti p99', 'rti max', 'rti reader CPU per key', 'rti Redis CPU per key', 'cold invalidate() resolves p50', 'rti invalidate() resolves p50']));
+    expect(new Set(rows.map((r) => r.metric.split(',')[0]))).toEqual(new Set(['cold p50', 'cold p99', 'cold max', 'cold reader CPU per key', 'cold Redis CPU per key', 'rti p50', 'rti p99', 'rti max', 'rti reader CPU per key', 'rti Redis CPU per key']));
   });
 
   it('bus-throughput delivers every key to every reader', async () => {

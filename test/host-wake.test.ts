@@ -3,7 +3,7 @@
  * the caches of its namespace on the same host, one loopback UDP datagram each; the stream stays
  * the source of truth. Against the real Redis.
  */
-import type { Socket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -18,7 +18,6 @@ import { TestSchema } from './helpers/pg.js';
 import { WorkerProc } from './helpers/procs.js';
 import { ChaosProxy } from './helpers/proxy.js';
 import { cleanupPrefix, randomPrefix, REDIS_URL } from './helpers/redis.js';
-import { listener as bind, redisNowMs as redisNow, send } from './helpers/udp.js';
 import { until, waitForEvent } from './helpers/wait.js';
 
 let prefix: string;
@@ -44,7 +43,20 @@ async function portOf(c: Cache<number>): Promise<number> {
   return Number(member!.split('|')[0]);
 }
 
-const listener = (): ReturnType<typeof bind> => bind(sockets);
+/** A UDP socket of the test on 127.0.0.1, with the datagrams it got. */
+async function listener(): Promise<{ port: number; got: string[] }> {
+  const s = createSocket('udp4');
+  sockets.push(s);
+  const got: string[] = [];
+  s.on('message', (m) => got.push(m.toString()));
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  return { port: s.address().port, got };
+}
+
+function send(port: number, payload: string): Promise<void> {
+  const s = createSocket('udp4');
+  return new Promise((resolve) => s.send(payload, port, '127.0.0.1', () => { s.close(); resolve(); }));
+}
 
 const tag = (): string => wakeChannel(busKeys(prefix, namespace));
 
@@ -56,7 +68,10 @@ function datagram(keys: string[], opts: { tag?: string; secret?: string; origin?
 /** The keys of a datagram a test socket got. */
 const keysOf = (d: string): readonly string[] => decodeHint(Buffer.from(d), tag(), undefined).keys;
 
-const redisNowMs = (): Promise<number> => redisNow(raw);
+async function redisNowMs(): Promise<number> {
+  const [s, us] = await raw.time();
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
 
 beforeEach(() => {
   prefix = randomPrefix();

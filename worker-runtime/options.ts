@@ -86,14 +86,11 @@ export interface CacheOptions<V = unknown> {
    * `'host'`: publishes also send each entry straight to the other caches of the namespace on
    * this host, one loopback UDP datagram each (one hop, where pub/sub takes two), and this cache
    * listens on an ephemeral 127.0.0.1 port; peers find each other through a registry in Redis,
-   * re-read every second. Caches on other hosts get the stream only. `'host-first'`: as
-   * `'host'`, and a publish writes its stream entry only once every same-host peer has
-   * acknowledged its datagram (at most 1 ms later, `kAckWaitMs`): the woken peers get the CPUs
-   * first, and `invalidate()` and caches on other hosts wait that long (docs/wake-up.md). As with
-   * `'pubsub'`, the stream stays the source of truth.
+   * re-read every second. Caches on other hosts get the stream only. As with `'pubsub'`, the
+   * stream stays the source of truth.
    * @defaultValue `'stream'`
    */
-  wake?: 'stream' | 'pubsub' | 'host' | 'host-first' | undefined;
+  wake?: 'stream' | 'pubsub' | 'host' | undefined;
   /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
@@ -215,8 +212,8 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
     throw new InvalidOptionError('options.blockMs must be at most half of options.maxStaleMs');
   }
   if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub' && o.wake !== 'host' && o.wake !== 'host-first') {
-    throw new InvalidOptionError(`options.wake must be 'stream', 'pubsub', 'host' or 'host-first' (got ${String(o.wake)})`);
+  if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub' && o.wake !== 'host') {
+    throw new InvalidOptionError(`options.wake must be 'stream', 'pubsub' or 'host' (got ${String(o.wake)})`);
   }
   if (!RELAY_MODES.includes(o.relay)) {
     throw new InvalidOptionError(`options.relay must be 'auto', 'ipc', 'broadcast' or false (got ${String(o.relay)})`);

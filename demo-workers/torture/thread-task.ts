@@ -15,9 +15,6 @@ function open(): Promise<Paths> {
   if (ready === undefined) {
     const p = threadCache<Value>({
       redis: cfg.redisUrl, prefix: cfg.prefix, namespace: cfg.namespace, maxEntries: 10_000, maxStaleMs: cfg.maxStaleMs, pg: pool,
-      // Every thread publishes with 'host-first' (its stream writes wait for the same-host peers'
-      // acknowledgements, which frozen and killed peers never send) and takes datagrams.
-      wake: 'host-first',
     }).then((cache) => {
       cache.on('error', () => undefined);
       return paths(cache, pool, cfg);

@@ -27,7 +27,7 @@ const table = `"${cfg.schema}".products`;
 const pool = new pg.Pool({ connectionString: cfg.databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 
-const kWakeModes = ['stream', 'host', 'pubsub', 'host-first'] as const;
+const kWakeModes = ['stream', 'host', 'pubsub'] as const;
 
 /** The worker's cache; opening is tried again while Redis is stalled or restarting under the nemesis. */
 async function openCache(): Promise<Cache<Value>> {
