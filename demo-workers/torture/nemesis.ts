@@ -145,7 +145,8 @@ export class Nemesis {
   #obligeFrozen(why: string, minUnread: number, added: number): void {
     for (const [slot, fr] of this.#frozen) {
       if (fr.gaps !== undefined && added - fr.added >= minUnread && fr.caches?.length !== 0) {
-        // A cache that kept reading (the relayed worker's thread while its hub is stopped) need not see a gap.
+        // A cache that kept reading (the relayed worker's thread while its hub is stopped, a
+        // thread through its worker's block-loop) need not see a gap; with none left, nothing is owed.
         const before = fr.caches === undefined ? fr.gaps : fr.gaps.map((g, k) => (fr.caches!.includes(k) ? g : -1));
         this.#oblige({ slot, pid: fr.pid, before, why, at: now() }, fr.resumed);
       }
@@ -169,12 +170,13 @@ export class Nemesis {
       case 'block-loop': {
         const s = this.ctx.slots()[slot];
         if (s === undefined || this.#frozen.has(slot)) { h.fault(f.fault, `w${slot}`, 'worker not running or already frozen'); return; }
-        // Which caches cannot read meanwhile. SIGSTOP freezes the whole process; block-loop only
-        // the main thread's event loop: the piscina thread (1) has its own loop and its own Redis
-        // connection, keeps reading, and misses nothing. The relayed worker's main cache (0) reads
-        // through its hub, which keeps reading while the worker is frozen, and IPC keeps every
-        // message: it misses nothing either.
-        const caches = [...(slot === this.ctx.hub.slot ? [] : [0]), ...(f.fault === 'stop-worker' ? [1] : [])];
+        // Which caches cannot read meanwhile (undefined: all). SIGSTOP freezes the whole process;
+        // block-loop only the main thread's event loop: the piscina thread (1) has its own loop and
+        // its own Redis connection, keeps reading, and misses nothing. The relayed worker's main
+        // cache (0) reads through its hub, which keeps reading while the worker is frozen, and IPC
+        // keeps every message: it misses nothing either.
+        const relayed = slot === this.ctx.hub.slot;
+        const caches = f.fault === 'stop-worker' ? (relayed ? [1] : undefined) : (relayed ? [] : [0]);
         await this.#frozenDuring(slot, s.pid, caches, () => h.fault(f.fault, `w${slot} pid ${s.pid} ${f.durationMs}ms`), async () => {
           try {
             if (f.fault === 'stop-worker') {
