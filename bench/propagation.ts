@@ -9,8 +9,10 @@
  * previous key), paced 100/s and 5,000/s. Baselines in the same run, same processes, same
  * pacing: bare ioredis XADD → XREAD BLOCK (the floor), the same floor measured a second time
  * (`xadd-aa`, the A/A noise control), bare PUBLISH → SUBSCRIBE, bare loopback datagrams (`udp`,
- * one per reader: the floor of `wake: 'host'`), and BentoCache 1.x (L1 memory + Redis pub/sub
- * bus: delete → remote L1 delete).
+ * one per reader; `udp-bcast`, one to the loopback broadcast address that every reader listens
+ * on: the floor of `wake: 'host'`), and BentoCache 1.x (L1 memory + Redis pub/sub bus: delete →
+ * remote L1 delete). `cachebus-host-unicast` is `wake: 'host'` with `hostFanout: 'unicast'`
+ * (one datagram per peer, as before issue 15's ninth pass).
  * Targets (issue 15): p50 ≤ 1.3× the XADD → XREAD floor and ≤ 0.7× BentoCache; p99 ≤ 1.5× the floor.
  *
  * Clock: send and apply are stamped with CLOCK_MONOTONIC (process.hrtime), which all
@@ -56,7 +58,7 @@ export const propagation: Benchmark = {
     // 'cachebus-every' (every read a proving read: the reader before plain reads) is measured only
     // when named; 'cachebus-pubsub' and 'cachebus-host' (options wake: 'pubsub' and 'host')
     // always, beside the default, so the choice of default rests on one run.
-    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', 'udp', ...(bento ? ['bentocache' as const] : [])] as System[])
+    const systems = (['cachebus', 'cachebus-pubsub', 'cachebus-host', 'cachebus-host-unicast', 'cachebus-every', 'xadd', 'xadd-aa', 'pubsub', 'udp', 'udp-bcast', ...(bento ? ['bentocache' as const] : [])] as System[])
       .filter((s) => (only === undefined ? s !== 'cachebus-every' : only.includes(s)));
     const prefix = randomPrefix();
     const nodes = await BusNodes.start(Math.max(...readerCounts), ctx.redisUrl, prefix);
@@ -94,7 +96,7 @@ export const propagation: Benchmark = {
             const xadd = res.get('xadd');
             const aa = res.get('xadd-aa');
             const pubsub = res.get('pubsub');
-            const udp = res.get('udp');
+            const udp = res.get('udp-bcast');
             const bc = res.get('bentocache');
             if (!cb || !xadd || !aa || !pubsub) continue; // a subset (PROPAGATION_SYSTEMS): logged only
             ctx.log(`propagation: ${pattern}, ${readers} readers, ${rateName}: A/A noise (xadd-aa / xadd): p50 ${(aa.p50 / xadd.p50).toFixed(2)}x, p99 ${(aa.p99 / xadd.p99).toFixed(2)}x`);
@@ -117,11 +119,12 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', what('reader CPU per key'), 'µs', cb.readerCpuPerKey, 'BentoCache', bc.readerCpuPerKey));
               rows.push(row('propagation', what('Redis CPU per key'), 'µs', cb.redisCpuPerKey, 'BentoCache', bc.redisCpuPerKey));
             }
-            for (const [system, mode] of [['cachebus-pubsub', 'pubsub'], ['cachebus-host', 'host']] as const) {
+            const options = [['cachebus-pubsub', "wake: 'pubsub'"], ['cachebus-host', "wake: 'host'"], ['cachebus-host-unicast', "wake: 'host', hostFanout: 'unicast'"]] as const;
+            for (const [system, label] of options) {
               const ps = res.get(system);
               if (!ps) continue;
               // The option, against the same targets, and against the default (it must win every row to become it).
-              const opt = (stat: string): string => `${what(stat)}, wake: '${mode}'${ps.lost ? `, ${ps.lost} LOST` : ''}`;
+              const opt = (stat: string): string => `${what(stat)}, ${label}${ps.lost ? `, ${ps.lost} LOST` : ''}`;
               rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'XADD→XREAD', xadd.p50, { ratioMax: 1.3 }));
               if (bc) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'BentoCache', bc.p50, { ratioMax: 0.7 }));
               rows.push(row('propagation', opt('p99'), 'µs', ps.p99, 'XADD→XREAD', xadd.p99, { ratioMax: 1.5 }));
@@ -129,7 +132,12 @@ export const propagation: Benchmark = {
               rows.push(row('propagation', opt('p99'), 'µs', ps.p99, "cachebus wake: 'stream' (default)", cb.p99));
               rows.push(row('propagation', opt('reader CPU per key'), 'µs', ps.readerCpuPerKey, "cachebus wake: 'stream' (default)", cb.readerCpuPerKey));
               rows.push(row('propagation', opt('Redis CPU per key'), 'µs', ps.redisCpuPerKey, "cachebus wake: 'stream' (default)", cb.redisCpuPerKey));
-              if (mode === 'host' && udp) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'loopback datagram (bare)', udp.p50));
+              if (system === 'cachebus-host' && udp) rows.push(row('propagation', opt('p50'), 'µs', ps.p50, 'loopback broadcast datagram (bare)', udp.p50));
+              const unicast = res.get('cachebus-host-unicast');
+              if (system === 'cachebus-host' && unicast) {
+                rows.push(row('propagation', opt('p50'), 'µs', ps.p50, "wake: 'host', hostFanout: 'unicast'", unicast.p50));
+                rows.push(row('propagation', opt('p99'), 'µs', ps.p99, "wake: 'host', hostFanout: 'unicast'", unicast.p99));
+              }
             }
           }
         }

@@ -5,7 +5,7 @@ import { threadId } from 'node:worker_threads';
 import { closeClient, connect, duplicateForBlocking, type RedisClient, type RedisInput } from './connection.js';
 import { ConnectionError } from './errors.js';
 import { HostWake } from './host-wake.js';
-import { busKeys, peerRegistry, wakeChannel, type BusKeys } from './keys.js';
+import { busKeys, hostPortKey, peerRegistry, wakeChannel, type BusKeys } from './keys.js';
 import type { Appended } from './lua-append.js';
 import { Publisher } from './publisher.js';
 import { defaultProofEveryMs, StreamReader, type ReaderHandlers, type ReaderStatus } from './reader.js';
@@ -32,11 +32,18 @@ export interface BusOptions {
   /**
    * `'pubsub'`: publish a wake-up hint beside each stream entry, and (with a reader and an
    * `onHint` handler) subscribe to them, to drop keys before the stream entry is read
-   * (bus/wake.ts). `'host'`: send each entry straight to the caches of this host, one loopback
-   * UDP datagram per peer, and (with a reader and an `onHint` handler) take theirs
-   * (bus/host-wake.ts). The stream stays the source of truth. @defaultValue 'stream'
+   * (bus/wake.ts). `'host'`: send each entry straight to the caches of this host over loopback
+   * UDP, and (with a reader and an `onHint` handler) take theirs (bus/host-wake.ts). The stream
+   * stays the source of truth. @defaultValue 'stream'
    */
   readonly wake?: 'stream' | 'pubsub' | 'host' | undefined;
+  /**
+   * `wake: 'host'`: how this cache takes its peers' datagrams. `'broadcast'`: on the host's
+   * shared loopback broadcast port, so that a publish is one datagram for all peers (when the
+   * host's loopback proves it delivers broadcasts; else as `'unicast'`). `'unicast'`: on its own
+   * 127.0.0.1 port, one datagram per publish and peer. @defaultValue 'broadcast'
+   */
+  readonly hostFanout?: 'broadcast' | 'unicast' | undefined;
 }
 
 /** The reader's handlers, plus where hints go (option `wake: 'pubsub'` or `'host'`). */
@@ -121,7 +128,10 @@ export class Bus {
       // Sends even without a reader (a relay-mode cache publishes too); listens only with one.
       this.#hostWake = new HostWake(
         this.client,
-        { registry: peerRegistry(this.keys), tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, receive: hinting },
+        {
+          registry: peerRegistry(this.keys), portKey: hostPortKey(this.keys, hostname()), fanout: opts.hostFanout ?? 'broadcast',
+          tag: wakeChannel(this.keys), origin: this.origin, secret: opts.secret, receive: hinting,
+        },
         { onHint: onHintArrived, onError: (err) => handlers.onError(err) },
       );
     }

@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { hostname } from 'node:os';
 import type { RedisClient } from './connection.js';
@@ -13,12 +13,25 @@ export const kPeerBeatMs = 1000;
 export const kPeerTtlMs = 5000;
 /** The largest datagram sent or taken; an invalidation whose datagram would be larger comes with the stream only. */
 export const kMaxDatagramBytes = 60_000;
+/**
+ * How long `start()` waits for its probe to come back through the broadcast address (ms). A
+ * host whose loopback does not deliver broadcasts (it has no `127.255.255.255` route) fails the
+ * probe, and the cache then takes one datagram per peer on its own port.
+ */
+export const kProbeWaitMs = 250;
 /** The datagram format's version (docs/wire-format.md, "Hints beside the stream"). */
 const kHintVersion = 'h1';
 /** Hex characters of an HMAC-SHA256 signature. */
 const kSigChars = 64;
 const kLoopback = '127.0.0.1';
-/** How long close() waits for Redis to take this cache off the registry (ms). */
+/**
+ * The broadcast address of the loopback network 127.0.0.0/8: one datagram sent to it reaches
+ * every socket bound to it on that port (each bound with SO_REUSEADDR), in one `sendmsg`.
+ */
+export const kBroadcast = '127.255.255.255';
+/** A probe's first byte ('?'): never a hint's ('[' unsigned, a hex digit signed). */
+const kProbeByte = 0x3f;
+/** How close() waits for Redis to take this cache off the registry (ms). */
 const kLeaveWaitMs = 500;
 
 /** Counters of the same-host wake-up (plain numbers). */
@@ -27,11 +40,22 @@ export interface HostWakeStats extends WakeStats {
   sent: number;
   /** Peers on this host that the last registry read listed (this cache excluded). */
   peers: number;
+  /**
+   * How this cache takes its peers' datagrams: on the host's shared broadcast port (one
+   * datagram per publish reaches every peer), on its own port (one per peer: the host's
+   * loopback failed the broadcast probe, or option `hostFanout: 'unicast'`), or not at all (it
+   * only publishes).
+   */
+  listen: 'broadcast' | 'unicast' | 'none';
 }
 
 export interface HostWakeOptions {
   /** The namespace's peer registry, a sorted set (busKeys().base + ':peers'). */
   readonly registry: string;
+  /** The broadcast port the namespace's caches on this host share (hostPortKey()). */
+  readonly portKey: string;
+  /** `'broadcast'`: listen on the host's shared broadcast port when the host proves it delivers; `'unicast'`: on an own port. */
+  readonly fanout: 'broadcast' | 'unicast';
   /** Carried in every datagram: a datagram of another namespace (a reused port) is ignored. */
   readonly tag: string;
   readonly origin: string;
@@ -41,16 +65,19 @@ export interface HostWakeOptions {
 }
 
 /**
- * The peer registry: registers this cache (`<port>|<origin>`, scored with Redis's clock, so
- * that hosts with skewed clocks do not expire each other), drops peers that stopped beating,
- * and returns the live members.
+ * The peer registry: registers this cache (`<port>|<origin>` when it listens on its own port,
+ * `b<port>|<origin>` on the host's broadcast port; scored with Redis's clock, so that hosts
+ * with skewed clocks do not expire each other), drops peers that stopped beating, keeps the
+ * host's broadcast port alive while a cache listens on it, and returns the live members.
  */
-const peersScript = new Script('host-peers', 1, String.raw`--[[
+const peersScript = new Script('host-peers', 2, String.raw`--[[
   host-peers: register (ARGV[1], unless '') and list the live peers.
   Input:
-    KEYS[1] the peer registry (sorted set; member "<port>|<origin>", score: last beat, Redis ms)
+    KEYS[1] the peer registry (sorted set; member "[b]<port>|<origin>", score: last beat, Redis ms)
+    KEYS[2] this host's broadcast port (string)
     ARGV[1] this cache's member, or '' (a cache that only sends)
     ARGV[2] ttl, ms
+    ARGV[3] the broadcast port this cache listens on, or ''
   Output:
     the members that beat within ttl
 ]]
@@ -61,7 +88,33 @@ if ARGV[1] ~= '' then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
 end
+if ARGV[3] ~= '' then
+  local cur = redis.call('GET', KEYS[2])
+  if not cur then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl * 2)
+  elseif cur == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[2], ttl * 2)
+  end
+end
 return redis.call('ZRANGE', KEYS[1], 0, -1)`);
+
+/**
+ * The host's broadcast port: the one already agreed, or ARGV[1] (the port the calling cache
+ * just bound) when there is none.
+ */
+const claimScript = new Script('host-port', 1, String.raw`--[[
+  host-port: the broadcast port of this host's caches of the namespace.
+  Input:
+    KEYS[1] this host's broadcast port (string)
+    ARGV[1] the port the caller bound, taken when none is set
+    ARGV[2] ttl, ms
+  Output:
+    the port to listen on
+]]
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) * 2)
+return ARGV[1]`);
 
 /**
  * A UDP socket for the 127.0.0.1 literal: its lookup answers synchronously, so that a datagram
@@ -113,11 +166,38 @@ export function decodeHint(msg: Buffer, tag: string, secret: string | Buffer | u
   return { id: ZERO_ID, origin, time: 0, keys: keys as string[], tags: tags as string[], clear: clear === 1 }; // a datagram names no stream ID
 }
 
+/** Binds `socket` to `address:port`; rejects on an error (EADDRINUSE, no such address). */
+function bind(socket: Socket, port: number, address: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(port, address, () => { socket.off('error', reject); resolve(); });
+  });
+}
+
+/** Closes a socket that may be closed already (close() while start() was binding or probing). */
+function closeQuietly(socket: Socket): void {
+  try {
+    socket.close();
+  } catch {
+    // ERR_SOCKET_DGRAM_NOT_RUNNING: closed already
+  }
+}
+
 /**
  * Option `wake: 'host'` (docs/wake-up.md): workers on one host tell each other of an
- * invalidation directly, one loopback UDP datagram per peer, sent within the `invalidate()`
- * call (bus/publisher.ts), before the publish script goes to Redis. A datagram is one hop where Redis pub/sub is two (publisher → Redis → subscriber),
- * so the keys drop in a same-host peer before Redis has even answered the publisher.
+ * invalidation directly, over loopback UDP, within the `invalidate()` call (bus/publisher.ts),
+ * before the publish script goes to Redis. A datagram is one hop where Redis pub/sub is two
+ * (publisher → Redis → subscriber), so the keys drop in a same-host peer before Redis has even
+ * answered the publisher.
+ *
+ * **One datagram reaches every peer.** The caches of a namespace on a host all listen on one
+ * port of the loopback broadcast address `127.255.255.255` (SO_REUSEADDR), agreed through Redis
+ * (the first to start claims the port it bound); a publish is one `sendmsg` whatever the number
+ * of peers, and the kernel hands a copy to each (issue 15: the per-peer sends were the
+ * publisher's largest cost). A cache proves its host delivers broadcasts before it relies on
+ * them: it sends itself a probe through the address, and when the probe does not come back
+ * (a loopback without that route) it listens on its own `127.0.0.1` port, and peers send to it
+ * one datagram each, as they do to a cache of option `hostFanout: 'unicast'`.
  *
  * **The stream stays the source of truth**, as with `'pubsub'` hints (bus/wake.ts): a
  * datagram is only an extra, early drop; every entry is still read, chain-checked and applied
@@ -128,17 +208,27 @@ export function decodeHint(msg: Buffer, tag: string, secret: string | Buffer | u
  *
  * Peers find each other through a registry in Redis (one sorted set per namespace): each cache
  * re-registers every second and reads the list back; peers whose origin names another host are
- * skipped (their 127.0.0.1 is not ours). Nothing is sent beyond 127.0.0.1.
+ * skipped (their 127.0.0.1 is not ours). Nothing is sent beyond 127.0.0.0/8.
  */
 export class HostWake {
-  readonly stats: HostWakeStats = { hints: 0, ignored: 0, sent: 0, peers: 0 };
+  /** Where the probe is sent: the broadcast address (a test points it at one that does not deliver to the port). */
+  static probeAddress = kBroadcast;
+  readonly stats: HostWakeStats = { hints: 0, ignored: 0, sent: 0, peers: 0, listen: 'none' };
   readonly #client: RedisClient;
   readonly #opts: HostWakeOptions;
   readonly #h: WakeHandlers;
+  /** Sends, and (listening on its own port) receives. */
   readonly #socket: Socket;
+  /** Receives on the host's broadcast port (listening by broadcast). */
+  #bsocket: Socket | undefined;
   readonly #host = `${hostname()}:`;
+  /** The broadcast port this cache listens on, or '' (the registry script's ARGV[3]). */
+  #bport = '';
+  /** Where a publish goes: peers' own ports on 127.0.0.1, and the distinct broadcast ports they listen on. */
   #ports: number[] = [];
+  #bports: number[] = [];
   #member = '';
+  #probe: { readonly body: Buffer; readonly arrived: () => void } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -151,27 +241,37 @@ export class HostWake {
     if (opts.receive) this.#socket.on('message', (msg: Buffer) => this.#onMessage(msg));
   }
 
-  /** Binds 127.0.0.1 (an ephemeral port), registers, reads the peers, and keeps beating. */
+  /**
+   * Binds 127.0.0.1 (an ephemeral port); when it listens by broadcast, joins the host's
+   * broadcast port and proves it delivers; registers, reads the peers, and keeps beating.
+   */
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.#socket.once('error', reject);
-      this.#socket.bind(0, kLoopback, () => { this.#socket.off('error', reject); resolve(); });
-    });
+    await bind(this.#socket, 0, kLoopback);
+    this.#socket.setBroadcast(true);
     if (this.#closed) return;
-    if (this.#opts.receive) this.#member = `${this.#socket.address().port}|${this.#opts.origin}`;
+    if (this.#opts.receive && this.#opts.fanout === 'broadcast') await this.#joinBroadcast();
+    if (this.#closed) return;
+    if (this.#opts.receive) {
+      this.#member = this.#bport !== '' ? `b${this.#bport}|${this.#opts.origin}` : `${this.#socket.address().port}|${this.#opts.origin}`;
+      this.stats.listen = this.#bport !== '' ? 'broadcast' : 'unicast';
+    }
     await this.#beat();
     if (this.#closed) return; // closed while opening (Bus.open timed out): no beats
     this.#timer = setInterval(() => { this.#beat().catch((err: unknown) => { if (!this.#closed) this.#h.onError(err); }); }, kPeerBeatMs);
     this.#timer.unref();
   }
 
-  /** Sends one invalidation to every peer on this host. Never throws. */
+  /** Sends one invalidation to every peer on this host: one datagram per broadcast port, one per peer on its own port. Never throws. */
   send(inv: Invalidation): void {
-    const ports = this.#ports;
-    if (this.#closed || ports.length === 0) return;
+    const ports = this.#ports, bports = this.#bports;
+    if (this.#closed || ports.length + bports.length === 0) return;
     try {
       const msg = encodeHint(inv, this.#opts.tag, this.#opts.origin, this.#opts.secret);
       if (msg.length > kMaxDatagramBytes + kSigChars) return;
+      for (const port of bports) {
+        this.#socket.send(msg, port, kBroadcast);
+        this.stats.sent++;
+      }
       for (const port of ports) {
         this.#socket.send(msg, port, kLoopback);
         this.stats.sent++;
@@ -182,14 +282,16 @@ export class HostWake {
   }
 
   /**
-   * Stops beating, closes the socket, leaves the registry. Waits at most `kLeaveWaitMs` for Redis
+   * Stops beating, closes the sockets, leaves the registry. Waits at most `kLeaveWaitMs` for Redis
    * (close must return during an outage or a silent partition: the member then expires).
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    this.#socket.close();
+    this.#probe?.arrived();
+    closeQuietly(this.#socket);
+    if (this.#bsocket !== undefined) closeQuietly(this.#bsocket);
     if (this.#member === '') return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -199,21 +301,89 @@ export class HostWake {
     clearTimeout(timer);
   }
 
+  /**
+   * Listens on the host's broadcast port: binds one (ephemeral), takes the one already agreed
+   * in Redis instead when there is one, then sends itself a probe through the broadcast address.
+   * Leaves `#bport` empty (listen on the own port) when the port cannot be bound or the probe
+   * does not come back within `kProbeWaitMs`.
+   */
+  async #joinBroadcast(): Promise<void> {
+    let b = this.#broadcastSocket();
+    try {
+      await bind(b, 0, kBroadcast);
+      const mine = b.address().port;
+      const agreed = Number(await claimScript.run<string>(this.#client, [this.#opts.portKey], [mine, kPeerTtlMs]));
+      if (agreed !== mine && Number.isInteger(agreed) && agreed > 0 && agreed < 65536) {
+        const other = this.#broadcastSocket();
+        // A port another program took since its holders left: keep ours, and publishers send to both.
+        if (await bind(other, agreed, kBroadcast).then(() => true, () => false)) {
+          closeQuietly(b);
+          b = other;
+        } else {
+          closeQuietly(other);
+        }
+      }
+      if (this.#closed) { closeQuietly(b); return; }
+      this.#bsocket = b;
+      if (await this.#probeArrives(b.address().port)) this.#bport = String(b.address().port);
+    } catch {
+      // No broadcast on this host (the address cannot be bound): listen on the own port.
+    }
+    if (this.#bport === '') {
+      closeQuietly(b);
+      this.#bsocket = undefined;
+    }
+  }
+
+  #broadcastSocket(): Socket {
+    const b = createSocket({ type: 'udp4', reuseAddr: true });
+    b.on('error', (err: unknown) => { if (!this.#closed && this.#bsocket === b) this.#h.onError(err); });
+    b.on('message', (msg: Buffer) => this.#onMessage(msg));
+    return b;
+  }
+
+  /** Sends `?<random>` to the broadcast address's `port`; true when it arrives within `kProbeWaitMs`. */
+  async #probeArrives(port: number): Promise<boolean> {
+    const body = Buffer.concat([Buffer.of(kProbeByte), randomBytes(12)]);
+    let timer: NodeJS.Timeout | undefined;
+    const arrived = await new Promise<boolean>((resolve) => {
+      this.#probe = { body, arrived: () => resolve(true) };
+      timer = setTimeout(() => resolve(false), kProbeWaitMs);
+      this.#socket.send(body, port, HostWake.probeAddress, (err) => { if (err) resolve(false); });
+    });
+    clearTimeout(timer);
+    this.#probe = undefined;
+    return arrived && !this.#closed;
+  }
+
   async #beat(): Promise<void> {
-    const members = await peersScript.run<string[]>(this.#client, [this.#opts.registry], [this.#member, kPeerTtlMs]);
+    const members = await peersScript.run<string[]>(this.#client, [this.#opts.registry, this.#opts.portKey], [this.#member, kPeerTtlMs, this.#bport]);
     const ports: number[] = [];
+    const bports = new Set<number>();
+    let peers = 0;
     for (const m of members) {
       const bar = m.indexOf('|');
       const origin = m.slice(bar + 1);
-      const port = Number(m.slice(0, bar));
-      if (origin !== this.#opts.origin && origin.startsWith(this.#host) && Number.isInteger(port) && port > 0 && port < 65536) ports.push(port);
+      if (origin === this.#opts.origin || !origin.startsWith(this.#host)) continue;
+      const broadcast = m.charCodeAt(0) === 0x62; // 'b'
+      const port = Number(m.slice(broadcast ? 1 : 0, bar));
+      if (!Number.isInteger(port) || port <= 0 || port >= 65536) continue;
+      peers++;
+      if (broadcast) bports.add(port);
+      else ports.push(port);
     }
     this.#ports = ports;
-    this.stats.peers = ports.length;
+    this.#bports = [...bports];
+    this.stats.peers = peers;
   }
 
   #onMessage(msg: Buffer): void {
     if (this.#closed) return;
+    if (msg[0] === kProbeByte) { // a probe: this cache's own, or another's joining the port
+      const probe = this.#probe;
+      if (probe !== undefined && msg.equals(probe.body)) probe.arrived();
+      return;
+    }
     const { tag, origin, secret } = this.#opts;
     deliverHint(this.stats, this.#h, origin, () => decodeHint(msg, tag, secret));
   }

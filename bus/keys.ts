@@ -40,6 +40,14 @@ export function peerRegistry(keys: BusKeys): string {
   return `${keys.base}:peers`;
 }
 
+/**
+ * The broadcast port the caches of the namespace share on host `host` (option `wake: 'host'`,
+ * bus/host-wake.ts): a string key, in the namespace's slot.
+ */
+export function hostPortKey(keys: BusKeys, host: string): string {
+  return `${keys.base}:peers:port:${host}`;
+}
+
 /** Keys of one write-behind entity (docs/write-behind.md). `entity` is a validated SQL identifier. */
 export interface WriteBehindKeys {
   /** Hash id → `<version>:<row json>`: the pending rows (the overlay readers see first). */

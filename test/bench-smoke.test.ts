@@ -80,14 +80,18 @@ describe('bench smoke', () => {
   it('propagation measures every (reader, key) pair of cachebus and its three baselines', async () => {
     const rows = await smoke('propagation');
     // 2 patterns × 3 rates × (p50 × 4 baselines incl. the A/A floor, p99 × 2, max, reader and Redis CPU × 2 baselines,
-    // and options wake: 'pubsub' and 'host': each p50 × 3 baselines incl. the default, p99 × 2, reader and Redis CPU vs the default;
-    // 'host' p50 also against bare loopback datagrams, its floor)
-    expect(rows).toHaveLength(156);
+    // and options wake: 'pubsub', 'host' and 'host' with hostFanout: 'unicast': each p50 × 3 baselines incl. the default, p99 × 2,
+    // reader and Redis CPU vs the default; 'host' p50 also against the bare broadcast datagram, its floor, and p50 and p99 against unicast)
+    expect(rows).toHaveLength(210);
     expect(rows.every((r) => !/LOST/.test(r.metric))).toBe(true);
     expect(rows.every((r) => r.value! > 0 && r.baselineValue! > 0)).toBe(true);
-    expect(new Set(rows.map((r) => r.baseline))).toEqual(new Set(['XADD→XREAD', 'XADD→XREAD (A/A: the floor again)', 'PUBLISH→SUBSCRIBE', 'BentoCache', "cachebus wake: 'stream' (default)", 'loopback datagram (bare)']));
+    expect(new Set(rows.map((r) => r.baseline))).toEqual(new Set([
+      'XADD→XREAD', 'XADD→XREAD (A/A: the floor again)', 'PUBLISH→SUBSCRIBE', 'BentoCache', "cachebus wake: 'stream' (default)",
+      'loopback broadcast datagram (bare)', "wake: 'host', hostFanout: 'unicast'",
+    ]));
     expect(rows.filter((r) => r.metric.endsWith("wake: 'pubsub'"))).toHaveLength(42);
-    expect(rows.filter((r) => r.metric.endsWith("wake: 'host'"))).toHaveLength(48);
+    expect(rows.filter((r) => r.metric.endsWith("wake: 'host'"))).toHaveLength(60);
+    expect(rows.filter((r) => r.metric.endsWith("wake: 'host', hostFanout: 'unicast'"))).toHaveLength(42);
     expect(new Set(rows.map((r) => r.metric.split(',')[0]))).toEqual(new Set(['cold p50', 'cold p99', 'cold max', 'cold reader CPU per key', 'cold Redis CPU per key', 'rti p50', 'rti p99', 'rti max', 'rti reader CPU per key', 'rti Redis CPU per key']));
   });
 

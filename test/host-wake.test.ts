@@ -9,8 +9,9 @@ import { hostname } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createCache, type Cache } from '../worker-runtime/index.js';
-import { busKeys, peerRegistry, wakeChannel } from '../bus/keys.js';
-import { decodeHint, encodeHint } from '../bus/host-wake.js';
+import { busKeys, hostPortKey, peerRegistry, wakeChannel } from '../bus/keys.js';
+import { decodeHint, encodeHint, HostWake, kBroadcast } from '../bus/host-wake.js';
+import { InvalidOptionError } from '../bus/errors.js';
 import { sign } from '../bus/wire.js';
 import { writeBehind } from '../worker-runtime/write-behind/write-behind.js';
 import { createItems, ITEMS } from './fixtures/wb-db.js';
@@ -36,11 +37,14 @@ async function cache(extra: Record<string, unknown> = {}): Promise<Cache<number>
 
 const registry = (): string => peerRegistry(busKeys(prefix, namespace));
 
-/** The loopback port a cache listens on, from the registry. */
-async function portOf(c: Cache<number>): Promise<number> {
+const portKey = (): string => hostPortKey(busKeys(prefix, namespace), hostname());
+
+/** Where a cache listens, from the registry: `b<port>` the host's broadcast port, `<port>` its own on 127.0.0.1. */
+async function addressOf(c: Cache<number>): Promise<{ port: number; address: string }> {
   const member = (await raw.zrange(registry(), 0, -1)).find((m) => m.endsWith(`|${c.bus!.origin}`));
   expect(member).toBeDefined();
-  return Number(member!.split('|')[0]);
+  const head = member!.split('|')[0]!;
+  return head.startsWith('b') ? { port: Number(head.slice(1)), address: kBroadcast } : { port: Number(head), address: '127.0.0.1' };
 }
 
 /** A UDP socket of the test on 127.0.0.1, with the datagrams it got. */
@@ -53,9 +57,12 @@ async function listener(): Promise<{ port: number; got: string[] }> {
   return { port: s.address().port, got };
 }
 
-function send(port: number, payload: string): Promise<void> {
+function send(to: { port: number; address: string }, payload: string): Promise<void> {
   const s = createSocket('udp4');
-  return new Promise((resolve) => s.send(payload, port, '127.0.0.1', () => { s.close(); resolve(); }));
+  return new Promise((resolve) => s.bind(0, '127.0.0.1', () => {
+    s.setBroadcast(true);
+    s.send(payload, to.port, to.address, () => { s.close(); resolve(); });
+  }));
 }
 
 const tag = (): string => wakeChannel(busKeys(prefix, namespace));
@@ -112,7 +119,8 @@ describe("wake: 'host'", () => {
 
   it('ignores malformed, unsigned (secret set) and other-namespace datagrams; a signed one drops the key', async () => {
     const reader = await cache({ secret: 's3cret' });
-    const port = await portOf(reader);
+    const port = await addressOf(reader); // the host's broadcast port: any local process can send there
+    expect(port.address).toBe(kBroadcast);
     await reader.get('a', () => 1);
     await send(port, 'not json at all');
     await send(port, JSON.stringify(['x', 'y']));
@@ -329,5 +337,96 @@ describe("wake: 'host'", () => {
     expect(reader.bus?.hostWakeStats?.hints).toBe(0);
     const reads = reader.bus!.reads!;
     expect(reads.total - reads.proving).toBeGreaterThanOrEqual(10); // plain reads, one per entry or so
+  });
+  it('caches started together agree on one broadcast port: one datagram per publish reaches every same-host peer, and a joining probe is no hint', async () => {
+    const group = await Promise.all([cache(), cache(), cache(), cache()]); // as node:cluster forks them
+    const [writer, ...readers] = group as [Cache<number>, ...Cache<number>[]];
+    const addresses = await Promise.all(group.map(addressOf));
+    expect(new Set(addresses.map((a) => `${a.address}:${a.port}`)).size).toBe(1);
+    expect(addresses[0]!.address).toBe(kBroadcast);
+    expect(await raw.get(portKey())).toBe(String(addresses[0]!.port));
+    for (const c of group) expect(c.bus?.hostWakeStats?.listen).toBe('broadcast');
+    await until(() => writer.bus?.hostWakeStats?.peers === 3, 5000, 'the writer lists the three others (one beat)');
+    const late = await cache(); // its probe goes through the shared port: the others must not take it for a hint
+    expect(late.bus?.hostWakeStats?.listen).toBe('broadcast');
+    expect((await addressOf(late)).port).toBe(addresses[0]!.port);
+    for (const r of [...readers, late]) await r.get('k', () => 1);
+    const sent = writer.bus!.hostWakeStats!.sent;
+    await writer.invalidate('k');
+    expect(writer.bus!.hostWakeStats!.sent - sent).toBe(1);
+    // `late` may not be on the writer's list yet (it beats every second), but it listens on the port.
+    await until(() => [...readers, late].every((r) => !r.has('k')), 5000, 'every peer dropped k');
+    for (const r of readers) {
+      expect(r.bus?.hostWakeStats?.hints).toBe(1);
+      expect(r.bus?.hostWakeStats?.ignored).toBe(0);
+    }
+    expect(writer.bus?.hostWakeStats?.hints).toBe(0); // its own datagram came back to it, and was skipped
+  });
+
+  it('a cache whose probe does not come back, or with hostFanout: unicast, listens on its own port; publishers send to it one datagram each beside the broadcast', async () => {
+    HostWake.probeAddress = '127.0.0.1'; // the probe goes where nothing listens on the port: this host "does not deliver broadcasts"
+    let noBroadcast: Cache<number>;
+    try {
+      noBroadcast = await cache();
+    } finally {
+      HostWake.probeAddress = kBroadcast;
+    }
+    const optedOut = await cache({ hostFanout: 'unicast' });
+    const shared = await cache();
+    const writer = await cache();
+    expect(noBroadcast.bus?.hostWakeStats?.listen).toBe('unicast');
+    expect(optedOut.bus?.hostWakeStats?.listen).toBe('unicast');
+    expect((await addressOf(noBroadcast)).address).toBe('127.0.0.1');
+    expect((await addressOf(optedOut)).address).toBe('127.0.0.1');
+    expect((await addressOf(shared)).address).toBe(kBroadcast);
+    expect(writer.bus?.hostWakeStats?.peers).toBe(3);
+    for (const r of [noBroadcast, optedOut, shared]) await r.get('k', () => 1);
+    const sent = writer.bus!.hostWakeStats!.sent;
+    await writer.invalidate('k');
+    expect(writer.bus!.hostWakeStats!.sent - sent).toBe(3); // the broadcast port, and the two own ports
+    await until(() => [noBroadcast, optedOut, shared].every((r) => r.bus?.hostWakeStats?.hints === 1 && !r.has('k')), 5000, 'all three dropped k on its datagram');
+    // A unicast listener sends to the broadcast port too (once a beat listed the caches that started after it).
+    await until(() => optedOut.bus?.hostWakeStats?.peers === 3, 5000, 'the opted-out cache lists the three others');
+    await shared.get('j', () => 1);
+    await optedOut.invalidate('j');
+    await until(() => shared.bus?.hostWakeStats?.hints === 2 && !shared.has('j'), 5000, 'the shared port got the unicast listener\'s datagram');
+  });
+
+  it('an agreed port another program holds (no SO_REUSEADDR) is not fatal: each cache keeps the port it bound, and publishers send to every distinct one', async () => {
+    const squatter = createSocket('udp4'); // binds the broadcast address without SO_REUSEADDR: nobody can join it
+    sockets.push(squatter);
+    const squatted: string[] = [];
+    squatter.on('message', (m) => squatted.push(m.toString()));
+    await new Promise<void>((resolve) => squatter.bind(0, kBroadcast, resolve));
+    await raw.set(portKey(), String(squatter.address().port), 'PX', 60_000);
+    const a = await cache();
+    const b = await cache();
+    const writer = await cache();
+    const [pa, pb] = [await addressOf(a), await addressOf(b)];
+    expect(pa.address).toBe(kBroadcast);
+    expect(pb.address).toBe(kBroadcast);
+    expect(new Set([pa.port, pb.port, squatter.address().port]).size).toBe(3);
+    await a.get('k', () => 1);
+    await b.get('k', () => 1);
+    const sent = writer.bus!.hostWakeStats!.sent;
+    await writer.invalidate('k');
+    expect(writer.bus!.hostWakeStats!.sent - sent).toBe(2);
+    await until(() => !a.has('k') && !b.has('k'), 5000, 'both dropped k');
+    expect(squatted.filter((m) => !m.startsWith('?'))).toEqual([]); // probes only: no hint went to the squatted port
+  });
+
+  it('rejects an unknown hostFanout with a typed error', async () => {
+    await expect(cache({ hostFanout: 'multicast' })).rejects.toThrow(InvalidOptionError);
+    await expect(cache({ hostFanout: 'multicast' })).rejects.toThrow(/options.hostFanout must be 'broadcast' or 'unicast'/);
+  });
+
+  it('the host port is claimed again after Redis lost it (a restart, an eviction): the next beat sets it to the port its caches listen on', async () => {
+    const a = await cache();
+    const { port } = await addressOf(a);
+    expect(await raw.get(portKey())).toBe(String(port));
+    await raw.del(portKey());
+    await until(async () => (await raw.get(portKey())) === String(port), 5000, 'the beat claimed the port again');
+    const b = await cache();
+    expect((await addressOf(b)).port).toBe(port);
   });
 });

@@ -84,13 +84,24 @@ export interface CacheOptions<V = unknown> {
    * chain-checked entry by entry (in batches while hints flow), so a lost hint only delays the
    * drop to the stream's pace. Costs a PUBLISH per entry in Redis and one more connection.
    * `'host'`: publishes also send each entry straight to the other caches of the namespace on
-   * this host, one loopback UDP datagram each (one hop, where pub/sub takes two), and this cache
-   * listens on an ephemeral 127.0.0.1 port; peers find each other through a registry in Redis,
-   * re-read every second. Caches on other hosts get the stream only. As with `'pubsub'`, the
-   * stream stays the source of truth.
+   * this host over loopback UDP (one hop, where pub/sub takes two): one datagram to the
+   * loopback broadcast address, which every cache of the namespace on the host listens on
+   * (see `hostFanout`); peers find each other through a registry in Redis, re-read every
+   * second. Caches on other hosts get the stream only. As with `'pubsub'`, the stream stays the
+   * source of truth.
    * @defaultValue `'stream'`
    */
   wake?: 'stream' | 'pubsub' | 'host' | undefined;
+  /**
+   * With `wake: 'host'`, how this cache takes its peers' datagrams (docs/wake-up.md).
+   * `'broadcast'`: on a port of `127.255.255.255` that the namespace's caches on the host share
+   * (agreed through Redis), so that a publish is one datagram for every peer; used only when
+   * the host's loopback proves it delivers broadcasts (a probe at start), else as `'unicast'`.
+   * Any process on the host can bind that port too and read the key names it carries.
+   * `'unicast'`: on its own ephemeral 127.0.0.1 port, one datagram per publish and peer.
+   * @defaultValue `'broadcast'`
+   */
+  hostFanout?: 'broadcast' | 'unicast' | undefined;
   /**
    * Where invalidations come from (docs/scaling.md): `false` this cache's own Redis reader;
    * `'ipc'` the relay hub of the parent process (node:cluster primary); `'broadcast'` the hub of
@@ -214,6 +225,9 @@ export function resolveOptions<V>(user: CacheOptions<V>): ResolvedOptions<V> {
   if (o.redis === undefined) o.redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   if (o.wake !== undefined && o.wake !== 'stream' && o.wake !== 'pubsub' && o.wake !== 'host') {
     throw new InvalidOptionError(`options.wake must be 'stream', 'pubsub' or 'host' (got ${String(o.wake)})`);
+  }
+  if (o.hostFanout !== undefined && o.hostFanout !== 'broadcast' && o.hostFanout !== 'unicast') {
+    throw new InvalidOptionError(`options.hostFanout must be 'broadcast' or 'unicast' (got ${String(o.hostFanout)})`);
   }
   if (!RELAY_MODES.includes(o.relay)) {
     throw new InvalidOptionError(`options.relay must be 'auto', 'ipc', 'broadcast' or false (got ${String(o.relay)})`);

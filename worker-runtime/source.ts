@@ -81,7 +81,7 @@ export async function openSource<V>(o: ResolvedOptions<V>, handlers: BusHandlers
       readCount: o.readCount, blockMs: o.blockMs, connectTimeoutMs: o.connectTimeoutMs,
       publishOnly: relay !== undefined,
       onBacklog: (pending) => fresh.hold(kHoldBacklog, pending),
-      wake: o.wake,
+      wake: o.wake, hostFanout: o.hostFanout,
     },
     handlers,
   ).catch((err: unknown) => { relay?.close(); throw err; });
