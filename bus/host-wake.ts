@@ -247,8 +247,8 @@ export class HostWake {
    */
   async start(): Promise<void> {
     await bind(this.#socket, 0, kLoopback);
-    this.#socket.setBroadcast(true);
     if (this.#closed) return;
+    this.#socket.setBroadcast(true);
     if (this.#opts.receive && this.#opts.fanout === 'broadcast') await this.#joinBroadcast();
     if (this.#closed) return;
     if (this.#opts.receive) {
