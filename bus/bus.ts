@@ -119,6 +119,7 @@ export class Bus {
       try {
         onHint?.(e); // the drop first: the bookkeeping below is for the reader's next decision, not for this hint
       } finally {
+        this.#reader?.announce();
         if (compareStreamIds(e.id, this.#lastHint) > 0) this.#lastHint = e.id;
         this.#lastHintAt = performance.now();
         this.#noteHintOrigin(e.origin, this.#lastHintAt);
@@ -243,7 +244,7 @@ export class Bus {
   get backlog(): number { return this.#publisher.backlog; }
 
   publish(inv: Partial<Invalidation>): Promise<string[]> {
-    if (this.#hinting) this.#lastOwnAt = performance.now();
+    if (this.#hinting) this.#noteOwn();
     return this.#publisher.publish(inv);
   }
 
@@ -259,8 +260,14 @@ export class Bus {
     return { args, hint: () => this.#hintAppended(inv, entries) };
   }
 
+  /** This cache published (with hints): its own entries need no prompt read, and they count toward the reader's next one. */
+  #noteOwn(): void {
+    this.#lastOwnAt = performance.now();
+    this.#reader?.announce();
+  }
+
   #hintAppended(inv: Partial<Invalidation>, entries: readonly (readonly string[])[]): void {
-    if (this.#hinting) this.#lastOwnAt = performance.now();
+    if (this.#hinting) this.#noteOwn();
     this.#hostWake?.send(completeInvalidation(inv));
     if (this.#wakeChannel !== undefined) {
       // No ID is known here (the script does not return it): the hint names none.

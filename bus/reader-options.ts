@@ -44,8 +44,9 @@ export interface ReaderOptions {
   readonly hinted?: ((id: string) => boolean) | undefined;
   /**
    * Whether wake-up hints are flowing (one came lately): keys then drop on the hints, and the
-   * reader sends no plain reads, only its proving reads, one per `proofEveryMs`, each taking
-   * every entry since the last. No read waits in Redis to be woken by each XADD beside its hint.
+   * reader sends its proving reads, one per `proofEveryMs`, each taking every entry since the
+   * last, and a plain read only when `kAnnouncedReadAt` entries were announced since the last
+   * read (`StreamReader.announce()`). No read waits in Redis to be woken by each XADD beside its hint.
    */
   readonly hintsFlowing?: (() => boolean) | undefined;
 }

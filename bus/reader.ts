@@ -17,6 +17,15 @@ export { defaultProofEveryMs, type ReaderHandlers, type ReaderOptions, type Read
 export const kApplySliceMs = 1;
 
 /**
+ * While hints flow, the reader reads the stream once this many entries were announced since its
+ * last read (`announce()`: a hint arrived, or this cache published), rather than only with its
+ * next proving read: under heavy traffic a proof interval's worth of entries (1,250 at 5,000/s)
+ * applied at once holds the event loop for several ms, and the hints that arrive meanwhile wait
+ * (issue 15, the p99 at 5,000/s). Under light traffic it never triggers.
+ */
+export const kAnnouncedReadAt = 64;
+
+/**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
  * consumer group (docs/guarantees.md, I2 and I3).
  *
@@ -72,6 +81,10 @@ export class StreamReader {
   #closed = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
+  /** Entries announced since the last read was sent (`announce()`). */
+  #announced = 0;
+  /** The loop sleeps until its next proof while hints flow: `announce()` may end that sleep early. */
+  #awaitingProof = false;
   /** Every command of the reader goes through it: nothing waits forever on a closed or stalled connection. */
   readonly #guard: CommandGuard;
   /** When the read behind the last proof was sent (performance.now()). */
@@ -120,6 +133,15 @@ export class StreamReader {
     this.#provedAt = sentAt;
     this.#h.onCaughtUp(sentAt);
     this.#loop = this.#run();
+  }
+
+  /**
+   * An entry that this reader will read is on its way: its hint arrived, or this cache published
+   * it. While hints flow, once `kAnnouncedReadAt` of them came since the last read, the reader
+   * reads the stream without waiting for its next proof (a plain read: it proves nothing).
+   */
+  announce(): void {
+    if (++this.#announced >= kAnnouncedReadAt && this.#awaitingProof) this.#wake?.();
   }
 
   async close(): Promise<void> {
@@ -230,12 +252,19 @@ export class StreamReader {
         }
         let sentAt = performance.now();
         let proving = StreamReader.proveEveryRead || sentAt - this.#provedAt >= proofEveryMs;
-        if (!proving && this.#opts.hintsFlowing?.() === true) {
-          await this.#sleep(this.#provedAt + proofEveryMs - sentAt); // the hints drop the keys meanwhile
+        if (!proving && this.#opts.hintsFlowing?.() === true && this.#announced < kAnnouncedReadAt) {
+          // The hints drop the keys meanwhile; many announced entries end the wait early (a plain read).
+          this.#awaitingProof = true;
+          try {
+            await this.#sleep(this.#provedAt + proofEveryMs - sentAt);
+          } finally {
+            this.#awaitingProof = false;
+          }
           if (this.#closed) break;
           sentAt = performance.now();
-          proving = true;
+          proving = sentAt - this.#provedAt >= proofEveryMs;
         }
+        this.#announced = 0;
         let info: StreamInfo | undefined;
         let readP: Promise<unknown>;
         this.#reads++;

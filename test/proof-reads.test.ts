@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { busKeys } from '../bus/keys.js';
 import { appendArgs, publishScript } from '../bus/lua-append.js';
-import { StreamReader, type GapCause } from '../bus/reader.js';
+import { kAnnouncedReadAt, StreamReader, type GapCause } from '../bus/reader.js';
 import { streamInfoScript } from '../bus/lua-stream-info.js';
 import { randomPrefix, TestRedis } from './helpers/redis.js';
 import { until } from './helpers/wait.js';
@@ -180,6 +180,20 @@ describe('proving reads and plain reads', () => {
     const partial = seen.proofs.slice(proofsBefore).filter((p) => p.entries > appliedBefore && p.entries < appliedBefore + n);
     expect(partial).toEqual([]);
     expect(applied).toBe(appliedBefore + n);
+    expect(seen.gaps).toEqual([]);
+  });
+
+  it(`while hints flow, ${kAnnouncedReadAt} announced entries end the wait for the next proof: a plain read takes them, and claims no proof`, async () => {
+    const { r, seen } = await reader({ blockMs: 20_000, proofEveryMs: 5_000, hintsFlowing: () => true });
+    const proofs = seen.proofs.length;
+    const ids: string[] = [];
+    for (let i = 0; i < kAnnouncedReadAt; i++) ids.push(await publish(`k${i}`));
+    for (let i = 0; i < kAnnouncedReadAt; i++) r.announce(); // their hints (or this cache's own publishes)
+    // The proof is 5 s away: only the announcements can make the reader read now.
+    await until(() => seen.entries.length === kAnnouncedReadAt, 3000, 'the announced entries were read before the next proof was due');
+    expect(seen.entries).toEqual(ids);
+    expect(seen.proofs.length).toBe(proofs);
+    expect(r.reads.total - r.reads.proving).toBe(1);
     expect(seen.gaps).toEqual([]);
   });
 });
