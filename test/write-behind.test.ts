@@ -10,6 +10,7 @@ import { ackScript } from '../bus/write-behind/lua-ack.js';
 import { claimScript } from '../bus/write-behind/lua-claim.js';
 import { checkDurability, DURABILITY_WARNING, warnIfNotDurable } from '../bus/write-behind/durability.js';
 import { Flusher } from '../bus/write-behind/flusher.js';
+import { kSplitAbove } from '../bus/write-behind/writer.js';
 import { makeUpsert, UPSERT_METHODS } from '../bus/write-behind/upsert.js';
 import { createCache, type Cache } from '../worker-runtime/index.js';
 import { entity, transaction } from '../worker-runtime/postgres/index.js';
@@ -88,6 +89,22 @@ describe('write-behind', () => {
     await drained();
     expect((await itemsById(schema.pool, schema.name)).get(1)).toEqual({ id: 1, version: r.version, val: 'a', n: 1 });
     expect(await items.pending(1)).toBeUndefined();
+  });
+
+  it(`a tick of more than ${kSplitAbove} writes goes in two script calls, sent back to back; a row written twice in it keeps the later write`, async () => {
+    const cache = await newCache();
+    const items = await newItems(cache, { flushDelayMs: 60_000 });
+    const small = await Promise.all(Array.from({ length: kSplitAbove }, (_, i) => items.write({ id: 100 + i, val: 's', n: i })));
+    expect(items.stats.scripts).toBe(1);
+    // 64 writes in one tick; row 1 is written first and last, so the two land in different calls.
+    const rows = Array.from({ length: 64 }, (_, i) => ({ id: i === 63 ? 1 : i + 1, val: i === 63 ? 'last' : `v${i}`, n: i }));
+    const acks = await Promise.all(rows.map((r) => items.write(r)));
+    expect(items.stats.scripts).toBe(3);
+    expect(BigInt(acks[63]!.version)).toBeGreaterThan(BigInt(acks[0]!.version));
+    expect(await items.pending(1)).toEqual({ id: 1, val: 'last', n: 63, version: acks[63]!.version });
+    for (let i = 1; i < 63; i++) expect((await items.pending(i + 1))?.val).toBe(`v${i}`);
+    expect(small.every((a) => /^\d+$/.test(a.version))).toBe(true);
+    expect(items.stats.writes).toBe(kSplitAbove + 64);
   });
 
   it('refuses bad rows up front with typed errors', async () => {

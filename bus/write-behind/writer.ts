@@ -25,6 +25,17 @@ export interface WriterOptions {
 
 export const kWriterDefaults = { flushDelayMs: 100, maxPending: 100_000, maxBatch: 500 } as const satisfies WriterOptions;
 
+/**
+ * A tick with more rows than this goes to Redis in two script calls at least (each at most
+ * `maxBatch` rows), sent back to back. With one call per tick, writers that await each write
+ * (64 in flight) move in lockstep: this process encodes 64 rows while Redis waits, then Redis runs
+ * the script while this process waits. With two, Redis runs the second while this process
+ * settles the first's writes and encodes the next rows (issue 15: 82k → 134–144k acks/s at 64
+ * in flight, bench/README.md "ninth pass"). Smaller ticks stay one call: a call's fixed cost
+ * would outweigh the overlap.
+ */
+export const kSplitAbove = 32;
+
 export function resolveWriterOptions(user: WriterOptions | undefined): Required<WriterOptions> {
   const o = { ...kWriterDefaults, ...user };
   const check = (name: keyof WriterOptions, min: number): void => {
@@ -49,7 +60,7 @@ interface Queued {
 export interface WriterStats {
   /** Rows made durable. */
   writes: number;
-  /** Script calls (each carries the rows written in one tick, up to maxBatch). */
+  /** Script calls (each carries rows written in one tick: up to maxBatch, and half the tick's when it has more than kSplitAbove). */
   scripts: number;
   /** Rows refused with BackpressureError. */
   refused: number;
@@ -134,8 +145,9 @@ export class WriteBehindWriter {
   #send(): void {
     const all = this.#queue;
     this.#queue = [];
-    for (let i = 0; i < all.length; i += this.#o.maxBatch) {
-      const p = this.#run(all.slice(i, i + this.#o.maxBatch));
+    const size = all.length > kSplitAbove ? Math.min(this.#o.maxBatch, Math.ceil(all.length / 2)) : this.#o.maxBatch;
+    for (let i = 0; i < all.length; i += size) {
+      const p = this.#run(all.slice(i, i + size));
       this.#inFlight.add(p);
       void p.finally(() => this.#inFlight.delete(p));
     }
