@@ -309,27 +309,37 @@ export class HostWake {
    */
   async #joinBroadcast(): Promise<void> {
     let b = this.#broadcastSocket();
-    try {
-      await bind(b, 0, kBroadcast);
-      const mine = b.address().port;
-      const agreed = Number(await claimScript.run<string>(this.#client, [this.#opts.portKey], [mine, kPeerTtlMs]));
-      if (agreed !== mine && Number.isInteger(agreed) && agreed > 0 && agreed < 65536) {
-        const other = this.#broadcastSocket();
-        // A port another program took since its holders left: keep ours, and publishers send to both.
-        if (await bind(other, agreed, kBroadcast).then(() => true, () => false)) {
-          closeQuietly(b);
-          b = other;
-        } else {
-          closeQuietly(other);
-        }
-      }
-      if (this.#closed) { closeQuietly(b); return; }
-      this.#bsocket = b;
-      if (await this.#probeArrives(b.address().port)) this.#bport = String(b.address().port);
-    } catch {
-      // No broadcast on this host (the address cannot be bound): listen on the own port.
+    const bound = (socket: Socket, port: number): Promise<boolean> => bind(socket, port, kBroadcast).then(() => true, () => false);
+    if (!(await bound(b, 0))) { // no broadcast address on this host: listen on the own port
+      closeQuietly(b);
+      return;
     }
-    if (this.#bport === '') {
+    const mine = b.address().port;
+    let agreed: number;
+    try {
+      agreed = Number(await claimScript.run<string>(this.#client, [this.#opts.portKey], [mine, kPeerTtlMs]));
+    } catch (err) {
+      closeQuietly(b);
+      throw err; // Redis failed: start() fails, as its first beat would
+    }
+    if (agreed !== mine && Number.isInteger(agreed) && agreed > 0 && agreed < 65536) {
+      const other = this.#broadcastSocket();
+      // A port another program took since its holders left: keep ours, and publishers send to both.
+      if (await bound(other, agreed)) {
+        closeQuietly(b);
+        b = other;
+      } else {
+        closeQuietly(other);
+      }
+    }
+    if (this.#closed) {
+      closeQuietly(b);
+      return;
+    }
+    this.#bsocket = b;
+    if (await this.#probeArrives(b.address().port)) {
+      this.#bport = String(b.address().port);
+    } else { // the host's loopback does not deliver broadcasts: listen on the own port
       closeQuietly(b);
       this.#bsocket = undefined;
     }

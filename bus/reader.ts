@@ -262,7 +262,8 @@ export class StreamReader {
           }
           if (this.#closed) break;
           sentAt = performance.now();
-          proving = sentAt - this.#provedAt >= proofEveryMs;
+          // The timer (the proof is due), or the announcements: then a plain read, unless the proof is due anyway.
+          proving = this.#announced < kAnnouncedReadAt || sentAt - this.#provedAt >= proofEveryMs;
         }
         this.#announced = 0;
         let info: StreamInfo | undefined;
