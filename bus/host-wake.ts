@@ -308,9 +308,15 @@ export class HostWake {
    * does not come back within `kProbeWaitMs`.
    */
   async #joinBroadcast(): Promise<void> {
-    let b = this.#broadcastSocket();
     const bound = (socket: Socket, port: number): Promise<boolean> => bind(socket, port, kBroadcast).then(() => true, () => false);
-    if (!(await bound(b, 0))) { // no broadcast address on this host: listen on the own port
+    // An ephemeral port no socket holds: a socket without SO_REUSEADDR finds one (with it, the
+    // kernel may hand out a port that another namespace's caches share, whose datagrams would
+    // then come here too, to be ignored).
+    const finder = createSocket('udp4');
+    const free = (await bound(finder, 0)) ? finder.address().port : 0;
+    closeQuietly(finder);
+    let b = this.#broadcastSocket();
+    if (free === 0 || !(await bound(b, free))) { // no broadcast address on this host: listen on the own port
       closeQuietly(b);
       return;
     }
