@@ -34,7 +34,7 @@ const kProbeByte = 0x3f;
 /** How close() waits for Redis to take this cache off the registry (ms). */
 const kLeaveWaitMs = 500;
 
-/** Counters of the same-host wake-up (plain numbers). */
+/** Counters of the same-host wake-up, and how this cache listens (plain values). */
 export interface HostWakeStats extends WakeStats {
   /** Datagrams sent (one per entry and peer). */
   sent: number;
