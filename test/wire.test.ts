@@ -4,7 +4,7 @@ import { CHAIN_FIELDS_BYTES, newEpoch } from '../bus/lua-append.js';
 import { BadEntryError } from '../bus/errors.js';
 import { compareStreamIds } from '../bus/stream-id.js';
 import { busKeys } from '../bus/keys.js';
-import { decodeHint, encodeHint, kMaxDatagramBytes } from '../bus/host-wake.js';
+import { decodeHint, encodeHint, kMaxDatagramBytes } from '../bus/host-hint.js';
 
 const fieldsOf = (o: Record<string, string>): string[] => Object.entries(o).flat();
 const opts = { maxEntryBytes: 65_536 };
