@@ -51,6 +51,18 @@ export interface ReaderOptions {
   readonly hintsFlowing?: (() => boolean) | undefined;
 }
 
+/** The longest the reader applies entries of one reply before it lets the event loop turn (ms). */
+export const kApplySliceMs = 1;
+
+/**
+ * While hints flow, the reader reads the stream once this many entries were announced since its
+ * last read (`announce()`: a hint arrived, or this cache published), rather than only with its
+ * next proving read: under heavy traffic a proof interval's worth of entries (1,250 at 5,000/s)
+ * applied at once holds the event loop for several ms, and the hints that arrive meanwhile wait
+ * (issue 15, the p99 at 5,000/s). Under light traffic it never triggers.
+ */
+export const kAnnouncedReadAt = 64;
+
 /** The default proof interval for a reader that blocks `blockMs`: blockMs / 4, at most 250 ms. */
 export function defaultProofEveryMs(blockMs: number): number {
   return Math.max(1, Math.min(250, Math.floor(blockMs / 4)));

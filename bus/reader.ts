@@ -8,22 +8,10 @@ import { compareStreamIds, ZERO_ID } from './stream-id.js';
 import { checkPosition, peekFields, readStreamInfo, type GapCause, type StreamInfo } from './stream-position.js';
 import { decode, type DecodedEntry } from './wire.js';
 import { isClusterClient } from './redis-like.js';
-import type { ReaderHandlers, ReaderOptions, ReaderStatus } from './reader-options.js';
+import { kAnnouncedReadAt, kApplySliceMs, type ReaderHandlers, type ReaderOptions, type ReaderStatus } from './reader-options.js';
 
 export type { GapCause } from './stream-position.js';
-export { defaultProofEveryMs, type ReaderHandlers, type ReaderOptions, type ReaderStatus } from './reader-options.js';
-
-/** The longest the reader applies entries of one reply before it lets the event loop turn (ms). */
-export const kApplySliceMs = 1;
-
-/**
- * While hints flow, the reader reads the stream once this many entries were announced since its
- * last read (`announce()`: a hint arrived, or this cache published), rather than only with its
- * next proving read: under heavy traffic a proof interval's worth of entries (1,250 at 5,000/s)
- * applied at once holds the event loop for several ms, and the hints that arrive meanwhile wait
- * (issue 15, the p99 at 5,000/s). Under light traffic it never triggers.
- */
-export const kAnnouncedReadAt = 64;
+export { defaultProofEveryMs, kAnnouncedReadAt, kApplySliceMs, type ReaderHandlers, type ReaderOptions, type ReaderStatus } from './reader-options.js';
 
 /**
  * Reads the invalidation stream with XREAD BLOCK on its own connection, from a cursor, with no
